@@ -1,0 +1,275 @@
+"""Configuration: the YAML file, its schema, and the one error type it raises.
+
+Everything a user can set lives here as a frozen pydantic model. Loading does
+three things in order: parse YAML (keeping line numbers), expand `${VAR}`
+references in string values, validate against the schema. Any failure becomes
+a `ConfigError` whose message names the file, the line, the field path and
+what to do; the CLI prints it and exits 2.
+
+Rule patterns are *not* compiled here: `monitor.scan` owns the matching
+engine and reports pattern problems through `ConfigError` as well, so one
+message format covers every kind of mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = "config.yaml"
+_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# Label names the exporter itself uses; a capture promoted to a label must not shadow them.
+RESERVED_LABELS = frozenset({"rule", "severity", "stream", "le", "quantile", "job", "instance"})
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the user (file:line: field: problem)."""
+
+
+class Severity(StrEnum):
+    success = "success"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Model):
+    """One keyword rule: a regular expression, its severity and example lines."""
+
+    name: str = Field(pattern=_NAME)
+    severity: Severity
+    pattern: str = Field(min_length=1)
+    description: str = ""
+    # capture name -> the values it may take as a label; anything else becomes "other",
+    # so a label can never carry an unbounded value such as an analysis id.
+    labels: dict[str, list[str]] = Field(default_factory=dict)
+    examples: list[str] = Field(min_length=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_bounded(cls, labels: dict[str, list[str]]) -> dict[str, list[str]]:
+        for capture, values in labels.items():
+            if capture in RESERVED_LABELS:
+                raise ValueError(f"capture {capture!r} cannot be a label: the exporter uses that label name itself")
+            if not re.match(_NAME, capture):
+                raise ValueError(f"label {capture!r} is not a valid Prometheus label name")
+            if not values:
+                raise ValueError(
+                    f"label {capture!r} lists no values: list the values it may take "
+                    "(an open-ended capture such as an id must not become a label)"
+                )
+        return labels
+
+    @model_validator(mode="after")
+    def _labels_are_captures(self) -> Rule:
+        captures = set(re.findall(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>", self.pattern))
+        for capture in self.labels:
+            if capture not in captures:
+                raise ValueError(
+                    f"label {capture!r} is not a named capture of the pattern "
+                    f"(captures: {', '.join(sorted(captures)) or 'none'}); add (?P<{capture}>...) or remove the label"
+                )
+        return self
+
+
+class TimestampFormat(_Model):
+    """How to read the time of a matched line; lines without it get the read time."""
+
+    regex: str = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})"
+    format: str = "%Y-%m-%d %H:%M:%S,%f"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(zone)
+        except Exception:
+            raise ValueError(f"unknown time zone {zone!r}; use an IANA name such as Asia/Shanghai or UTC") from None
+        return zone
+
+
+class ScanSettings(_Model):
+    # A line longer than this is counted as oversized; only its first bytes are matched.
+    max_line_bytes: int = Field(default=1 << 20, ge=256, le=64 << 20)
+    read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=64 << 20)
+
+
+class MetricsSettings(_Model):
+    prefix: str = Field(default="tradingagents", pattern=_NAME)
+    self_prefix: str = Field(default="logmonitor", pattern=_NAME)
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+    @model_validator(mode="after")
+    def _prefixes_differ(self) -> MetricsSettings:
+        if self.prefix == self.self_prefix:
+            raise ValueError(
+                "prefix and self_prefix must differ: the app's metrics and the sidecar's own are kept apart"
+            )
+        return self
+
+
+class Config(_Model):
+    version: Literal[1] = 1
+    metrics: MetricsSettings = MetricsSettings()
+    scan: ScanSettings = ScanSettings()
+    timestamp: TimestampFormat = TimestampFormat()
+    rules: list[Rule] = Field(min_length=1)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice; rule names must be unique")
+            seen.add(rule.name)
+        return rules
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with a hint when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and where it came from (error messages cite the file)."""
+
+    config: Config
+    path: Path
+    _marks: dict[tuple[str | int, ...], int]
+
+    def where(self, *loc: str | int) -> str:
+        """`file:line: field.path` for a location inside the config."""
+        return _where(self.path, self._marks, loc)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> LoadedConfig:
+    """Read, expand and validate a config file; raise ConfigError on any problem."""
+    path = Path(path)
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; pass --config FILE or create {DEFAULT_CONFIG}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{line}: not valid YAML: {problem}; fix the syntax at that line") from None
+    marks = _line_marks(node)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping with at least a 'rules' list")
+    raw = _expand(raw, environ, path, marks, ())
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, marks)) from None
+    return LoadedConfig(config, path, marks)
+
+
+def _expand(value: Any, environ: dict[str, str], path: Path, marks: dict, loc: tuple) -> Any:
+    """Replace ${VAR} and ${VAR:-default} inside string values (never in keys or structure)."""
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, path, marks, (*loc, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, path, marks, (*loc, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{_where(path, marks, loc)}: environment variable {name} is not set; set it or write ${{{name}:-default}}"
+        )
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _line_marks(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+    """Map every field path of the YAML document to its 1-based line number."""
+    marks: dict[tuple[str | int, ...], int] = {}
+
+    def walk(n: yaml.Node, loc: tuple[str | int, ...]) -> None:
+        marks[loc] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, child in n.value:
+                walk(child, (*loc, str(key.value)))
+                marks[(*loc, str(key.value))] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, child in enumerate(n.value):
+                walk(child, (*loc, i))
+
+    if node is not None:
+        walk(node, ())
+    return marks
+
+
+def _where(path: Path, marks: dict, loc: tuple) -> str:
+    line = None
+    for depth in range(len(loc), -1, -1):
+        line = marks.get(tuple(loc[:depth]))
+        if line is not None:
+            break
+    field = format_loc(loc) or "(top level)"
+    return f"{path}:{line}: {field}" if line else f"{path}: {field}"
+
+
+def format_loc(loc: tuple[str | int, ...]) -> str:
+    """('rules', 3, 'pattern') -> 'rules[3].pattern'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(exc: ValidationError, path: Path, marks: dict) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}; check its spelling or remove it"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{_where(path, marks, loc)}: {msg}")
+    return "\n".join(lines)

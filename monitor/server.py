@@ -1,0 +1,112 @@
+"""The HTTP endpoint: /metrics, /healthz, /readyz and JSON pages of other stages.
+
+A small threaded server from the standard library rather than
+prometheus-client's `start_http_server`, because the sidecar needs hooks it
+does not have: a checkpoint written *before* each scrape is answered (so a
+restart never shows Prometheus a counter lower than one it already stored),
+health and readiness answered by the follow loop, and extra JSON pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Endpoints:
+    """What the server answers with; every callable runs on the request's thread."""
+
+    registry: CollectorRegistry
+    before_scrape: Callable[[], None] = lambda: None
+    healthy: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
+    ready: Callable[[], tuple[bool, str]] = lambda: (True, "ready")
+    json_pages: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+class MetricsServer:
+    """Serves `Endpoints` on host:port in a daemon thread until `close()`."""
+
+    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
+        handler = type("Handler", (_Handler,), {"endpoints": endpoints})
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": _family(host), "daemon_threads": True})
+        self._httpd = server_class((host, port), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=2)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class _Handler(BaseHTTPRequestHandler):
+    endpoints: Endpoints
+    server_version = "logmonitor"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._metrics()
+            elif path == "/healthz":
+                self._status(*self.endpoints.healthy())
+            elif path == "/readyz":
+                self._status(*self.endpoints.ready())
+            elif path in self.endpoints.json_pages:
+                body = json.dumps(self.endpoints.json_pages[path](), ensure_ascii=False, indent=1).encode()
+                self._send(200, "application/json; charset=utf-8", body)
+            elif path == "/":
+                links = "".join(
+                    f'<a href="{p}">{p}</a><br>'
+                    for p in ["/metrics", "/healthz", "/readyz", *self.endpoints.json_pages]
+                )
+                self._send(200, "text/html; charset=utf-8", f"<html><body>{links}</body></html>".encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+        except Exception:  # a failing page must not take the endpoint down
+            log.exception("error answering %s", path)
+            self._send(500, "text/plain; charset=utf-8", b"internal error, see the sidecar's log\n")
+
+    def _metrics(self) -> None:
+        self.endpoints.before_scrape()
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        self._send(200, content_type, encoder(self.endpoints.registry))
+
+    def _status(self, ok: bool, text: str) -> None:
+        self._send(200 if ok else 503, "text/plain; charset=utf-8", (text + "\n").encode())
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every 15 s would flood the log
+        log.debug("%s " + format, self.address_string(), *args)

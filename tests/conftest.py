@@ -1,0 +1,74 @@
+"""Shared fixtures: the repo's paths, config files written on the fly, the CLI run for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+MONITOR = [sys.executable, "-m", "monitor"]
+
+# One real line per class, in the server's file format.
+LINE = (
+    "2025-10-22 14:20:02,123 | backend.tradingagents_server | {level:<8} | "
+    "tradingagents_server:analysis_worker:2552 | {msg}"
+)
+
+
+def log_line(msg: str, level: str = "INFO") -> str:
+    return LINE.format(level=level, msg=msg)
+
+
+MINIMAL_CONFIG = """\
+version: 1
+rules:
+  - name: timeout
+    severity: error
+    pattern: 'MongoDB操作超时'
+    examples: ['x | MongoDB操作超时']
+  - name: returned_none
+    severity: warning
+    pattern: '⚠️ MongoDB更新返回None'
+    examples: ['x | ⚠️ MongoDB更新返回None，可能更新失败']
+  - name: completed
+    severity: success
+    pattern: '✅ 分析完成状态已更新到数据库: (?P<analysis_id>\\S+)'
+    examples: ['x | ✅ 分析完成状态已更新到数据库: 68f8741c3512a67997df93d2']
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config file from YAML text; returns its path."""
+
+    def write(text: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_monitor(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 60):
+    """Run `python -m monitor ARGS` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*MONITOR, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Every test must stop the threads it starts (watchdog's suite does the same)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in leaked:
+        thread.join(timeout=2)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"

@@ -1,0 +1,72 @@
+"""Metrics: golden exposition for (config, sample log), zero series, exact snapshot/restore."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from monitor.config import load_config
+from monitor.metrics import LogMetrics
+from monitor.scan import Scanner, compile_matcher
+from tests.conftest import GOLDEN, REPO
+
+ENV = {"TRADINGAGENTS_LOG_TZ": "Asia/Shanghai"}
+
+
+def scanned_metrics(log: bytes, chunk: int = 4096) -> tuple[CollectorRegistry, LogMetrics]:
+    loaded = load_config(REPO / "config.yaml", environ=ENV)
+    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+    registry = CollectorRegistry()
+    metrics = LogMetrics(loaded.config, registry)
+    scanner = Scanner(matcher)
+    for i in range(0, len(log), chunk):
+        metrics.observe_events(scanner.feed(log[i : i + chunk]))
+    metrics.observe_events(scanner.flush())
+    metrics.observe_stream("scan", scanner.framer.stats)
+    return registry, metrics
+
+
+def test_golden_exposition_of_the_sample_log():
+    registry, _ = scanned_metrics((GOLDEN / "tradingagents.log").read_bytes())
+    assert generate_latest(registry).decode() == (GOLDEN / "tradingagents.prom").read_text(encoding="utf-8")
+
+
+def test_every_rule_series_exists_at_zero_before_any_line():
+    registry, _ = scanned_metrics(b"")
+    loaded = load_config(REPO / "config.yaml", environ=ENV)
+    for rule in loaded.config.rules:
+        labels = {"rule": rule.name, "severity": rule.severity.value}
+        if rule.labels:
+            for value in [*rule.labels["success"], "other"]:
+                assert registry.get_sample_value("tradingagents_log_events_total", {**labels, "success": value}) == 0
+        else:
+            assert registry.get_sample_value("tradingagents_log_events_total", labels) == 0
+        assert registry.get_sample_value("tradingagents_log_event_last_timestamp_seconds", {"rule": rule.name}) == 0
+
+
+def test_openmetrics_exposition_has_eof_and_counter_type():
+    registry, _ = scanned_metrics((GOLDEN / "tradingagents.log").read_bytes())
+    text = generate_openmetrics(registry).decode()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE tradingagents_log_events counter" in text
+    assert 'tradingagents_log_events_total{rule="mongodb_operation_timeout",severity="error"} 1.0' in text
+
+
+def test_snapshot_restores_exactly_the_same_exposition():
+    registry, metrics = scanned_metrics((GOLDEN / "tradingagents.log").read_bytes())
+    loaded = load_config(REPO / "config.yaml", environ=ENV)
+    fresh_registry = CollectorRegistry()
+    LogMetrics(loaded.config, fresh_registry).restore(metrics.snapshot())
+    assert generate_latest(fresh_registry) == generate_latest(registry)
+
+
+def test_stream_deltas_are_added_not_replaced():
+    from monitor.lines import FramerStats
+
+    loaded = load_config(REPO / "config.yaml", environ=ENV)
+    registry = CollectorRegistry()
+    metrics = LogMetrics(loaded.config, registry)
+    metrics.observe_stream("app", FramerStats(lines=10, bytes=100))
+    metrics.observe_stream("app", FramerStats(lines=15, bytes=180), previous=FramerStats(lines=10, bytes=100))
+    assert registry.get_sample_value("logmonitor_lines_total", {"stream": "app"}) == 15
+    assert registry.get_sample_value("logmonitor_bytes_total", {"stream": "app"}) == 180

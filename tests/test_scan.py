@@ -1,0 +1,199 @@
+"""The scanner on real bytes: every awkward input the server's logs can contain."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.config import ConfigError, Rule, TimestampFormat
+from monitor.scan import Matcher, Scanner, compile_matcher, pattern_problem
+from tests.conftest import log_line
+
+
+def rule(name: str, pattern: str, severity: str = "error", **extra) -> Rule:
+    return Rule(name=name, severity=severity, pattern=pattern, examples=extra.pop("examples", ["-"]), **extra)
+
+
+RULES = [
+    rule("timeout", "MongoDB操作超时"),
+    rule("failed", "MongoDB操作失败: (?P<error>.*)"),
+    rule("loop", "The future belongs to a different loop"),
+    rule("none", "⚠️ MongoDB更新返回None", severity="warning"),
+    rule("completed", "✅ 分析完成状态已更新到数据库: (?P<analysis_id>[0-9a-f]{24})", severity="success"),
+    rule(
+        "finished",
+        "分析 (?P<analysis_id>\\S+) 完成，成功: (?P<success>True|False)",
+        severity="info",
+        labels={"success": ["True", "False"]},
+    ),
+]
+
+
+_MATCHERS: dict[str, Matcher] = {}
+
+
+def scan_all(data: bytes, chunk: int | None = None, rules=RULES, max_line_bytes: int = 1 << 20):
+    key = repr(rules)
+    if key not in _MATCHERS:  # compiling costs ~10 ms; the boundary test scans hundreds of times
+        _MATCHERS[key] = Matcher(rules)
+    matcher = _MATCHERS[key]
+    scanner = Scanner(matcher, max_line_bytes)
+    step = chunk or max(len(data), 1)
+    events = []
+    for i in range(0, len(data), step):
+        events += scanner.feed(data[i : i + step])
+    return events + scanner.flush(), scanner
+
+
+def names(events) -> list[str]:
+    return [e.rule for e in events]
+
+
+def test_chinese_keywords_and_captures():
+    data = (log_line("✅ 分析完成状态已更新到数据库: 68f8741c3512a67997df93d2") + "\n").encode()
+    (event,), _ = scan_all(data)
+    assert event.rule == "completed"
+    assert event.severity == "success"
+    assert event.captures == {"analysis_id": "68f8741c3512a67997df93d2"}
+
+
+def test_emoji_with_variation_selector_is_required_by_the_pattern():
+    with_vs = log_line("⚠️ MongoDB更新返回None，可能更新失败", "WARNING")
+    without_vs = log_line("⚠ MongoDB更新返回None，可能更新失败", "WARNING")
+    events, _ = scan_all(f"{with_vs}\n{without_vs}\n".encode())
+    assert names(events) == ["none"]
+
+
+def test_one_line_matching_two_rules_counts_for_each():
+    data = log_line("MongoDB操作失败: The future belongs to a different loop than the one specified", "ERROR") + "\n"
+    events, _ = scan_all(data.encode())
+    assert sorted(names(events)) == ["failed", "loop"]
+
+
+def test_a_rule_matching_twice_in_one_line_counts_once():
+    data = "MongoDB操作超时 MongoDB操作超时 MongoDB操作超时\n".encode()
+    events, _ = scan_all(data)
+    assert names(events) == ["timeout"]
+
+
+def test_keyword_split_across_every_possible_read_boundary():
+    line = log_line("MongoDB操作超时", "ERROR").encode() + b"\n"
+    data = b"noise line\n" + line + b"more noise\n" + line
+    for chunk in range(1, len(data) + 1):
+        events, scanner = scan_all(data, chunk=chunk)
+        assert names(events) == ["timeout", "timeout"], chunk
+        assert scanner.framer.stats.lines == 4
+
+
+def test_invalid_utf8_bytes_around_and_inside_matched_text():
+    data = b"\xff\xfe " + "MongoDB操作超时".encode() + b" \xc3\x28\n" + "MongoDB操作失败: ".encode() + b"\xe6\x97\n"
+    events, _ = scan_all(data)
+    assert names(events) == ["timeout", "failed"]
+    assert events[1].captures == {"error": "\ufffd"}
+    assert "\ufffd" in events[0].line
+
+
+def test_dot_crosses_an_invalid_byte_like_any_character():
+    rules = [rule("any3", "x...y")]
+    events, _ = scan_all(b"x\xffabz\nxa\xffby\n", rules=rules)
+    assert [e.line for e in events] == ["xa\ufffdby"]
+
+
+def test_crlf_lines_and_end_anchor():
+    rules = [rule("end", "超时$"), rule("start", "^MongoDB")]
+    events, _ = scan_all("MongoDB操作超时\r\nnoise\r\n".encode(), rules=rules)
+    assert sorted(names(events)) == ["end", "start"]
+    assert events[0].line == "MongoDB操作超时"
+
+
+def test_nul_bytes_do_not_end_a_line():
+    events, scanner = scan_all(b"\x00\x00" + "MongoDB操作超时".encode() + b"\x00\n\x00\n")
+    assert names(events) == ["timeout"]
+    assert scanner.framer.stats.lines == 2
+
+
+def test_last_line_without_newline_is_counted_at_flush():
+    scanner = Scanner(Matcher(RULES))
+    assert scanner.feed("ok\nMongoDB操作超时".encode()) == []
+    assert names(scanner.flush()) == ["timeout"]
+
+
+def test_oversized_line_is_counted_and_its_head_still_matched():
+    head = "MongoDB操作超时 ".encode()
+    keyword = "MongoDB操作超时".encode()
+    data = head + b"x" * 10_000 + b"\n" + b"y" * 10_000 + keyword + b"\n" + keyword + b"\n"
+    events, scanner = scan_all(data, chunk=3000, max_line_bytes=4096)
+    assert names(events) == ["timeout", "timeout"]  # the keyword beyond the cap of line 2 is not seen
+    assert scanner.framer.stats.oversized_lines == 2
+    assert scanner.framer.stats.lines == 3
+
+
+def test_labels_take_listed_values_and_other_for_the_rest():
+    data = "分析 a 完成，成功: True\n分析 b 完成，成功: False\n".encode()
+    events, _ = scan_all(data)
+    assert [e.labels for e in events] == [(("success", "True"),), (("success", "False"),)]
+
+
+def test_unlisted_label_value_becomes_other():
+    rules = [rule("level", "level=(?P<level>\\w+)", labels={"level": ["error"]})]
+    events, _ = scan_all(b"level=error\nlevel=debug\n", rules=rules)
+    assert [e.labels for e in events] == [(("level", "error"),), (("level", "other"),)]
+
+
+def test_candidate_spanning_two_lines_is_rejected():
+    # [^x]+ also matches a newline; RE2 confirms per line, so no line holds "a...b" alone.
+    rules = [rule("span", "a[^x]+b")]
+    events, _ = scan_all(b"a1\n2b\n", rules=rules)
+    assert events == []
+    events, _ = scan_all(b"a1\na2b\n", rules=rules)
+    assert [e.line for e in events] == ["a2b"]
+
+
+def test_catastrophic_pattern_runs_in_linear_time_on_a_1mib_line():
+    rules = [rule("redos", "(a+)+$")]
+    line = b"a" * (1 << 20) + b"b\n"
+    events, _ = scan_all(line + b"aaaa\n", rules=rules, max_line_bytes=2 << 20)
+    # Finishing at all is the check: a backtracking engine would take longer than the universe.
+    assert [len(e.line) for e in events] == [4]
+    events, _ = scan_all(b"a" * (1 << 20) + b"\n", rules=rules, max_line_bytes=2 << 20)
+    assert len(events) == 1
+
+
+def test_line_timestamp_is_the_event_time_in_the_configured_zone():
+    matcher = Matcher(RULES, TimestampFormat(timezone="Asia/Shanghai"), clock=lambda: 42.0)
+    (event,) = matcher.scan(log_line("MongoDB操作超时").encode() + b"\n")
+    assert event.time == 1761114002.123  # 2025-10-22 14:20:02.123 +08:00
+    (event,) = matcher.scan("no timestamp MongoDB操作超时\n".encode())
+    assert event.time == 42.0
+
+
+def test_strptime_format_for_non_iso_timestamps():
+    fmt = TimestampFormat(regex=r"^\[(\d\d/\w+/\d{4}:\d\d:\d\d:\d\d)\]", format="%d/%b/%Y:%H:%M:%S", timezone="UTC")
+    (event,) = Matcher(RULES, fmt).scan("[22/Oct/2025:06:20:02] MongoDB操作超时\n".encode())
+    assert event.time == 1761114002.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("(a)\\1", "does not compile"),
+        ("(?<=a)b", "does not compile"),
+        ("a*", "matches the empty string"),
+        ("(", "does not compile"),
+    ],
+)
+def test_unusable_patterns_are_explained(pattern, expected):
+    assert expected in pattern_problem(pattern)
+
+
+def test_compile_matcher_reports_each_bad_pattern_with_its_field():
+    rules = [rule("good", "ok"), rule("bad", "(a)\\1")]
+    with pytest.raises(ConfigError) as info:
+        compile_matcher(rules, TimestampFormat(), lambda *loc: "cfg.yaml: " + ".".join(map(str, loc)))
+    assert "cfg.yaml: rules.1.pattern: does not compile" in str(info.value)
+    assert "RE2 syntax" in str(info.value)
+
+
+def test_compile_matcher_replays_examples():
+    rules = [rule("r", "MongoDB操作超时", examples=["x MongoDB操作超时", "MongoDB操作失败"])]
+    with pytest.raises(ConfigError, match=r"rules.0.examples.1: rule 'r' does not match its own example line"):
+        compile_matcher(rules, TimestampFormat(), lambda *loc: ".".join(map(str, loc)))

@@ -1,0 +1,90 @@
+"""The HTTP endpoint, over a real socket on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from monitor.server import Endpoints, MetricsServer
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(endpoints: Endpoints) -> str:
+        server = MetricsServer("127.0.0.1", 0, endpoints).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.port}"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def registry_with_counter() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("demo_events", "demo", registry=registry).inc(3)
+    return registry
+
+
+def test_metrics_text_and_openmetrics_by_negotiation(serve):
+    base = serve(Endpoints(registry_with_counter()))
+    status, content_type, body = get(base + "/metrics")
+    assert (status, content_type.split(";")[0]) == (200, "text/plain")
+    assert "demo_events_total 3.0" in body
+    status, content_type, body = get(base + "/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+
+
+def test_checkpoint_hook_runs_before_each_scrape_is_answered(serve):
+    calls = []
+    base = serve(Endpoints(registry_with_counter(), before_scrape=lambda: calls.append("saved")))
+    get(base + "/metrics")
+    get(base + "/metrics")
+    assert calls == ["saved", "saved"]
+
+
+def test_health_and_readiness(serve):
+    state = {"ready": False}
+    base = serve(
+        Endpoints(
+            registry_with_counter(),
+            healthy=lambda: (False, "follow loop stalled for 31 s"),
+            ready=lambda: (state["ready"], "sources resolved" if state["ready"] else "resolving sources"),
+        )
+    )
+    assert get(base + "/healthz")[0::2] == (503, "follow loop stalled for 31 s\n")
+    assert get(base + "/readyz")[0] == 503
+    state["ready"] = True
+    assert get(base + "/readyz")[0::2] == (200, "sources resolved\n")
+
+
+def test_json_pages_and_unknown_paths(serve):
+    base = serve(Endpoints(registry_with_counter(), json_pages={"/findings": lambda: [{"id": "分析"}]}))
+    status, _content_type, body = get(base + "/findings")
+    assert (status, json.loads(body)) == (200, [{"id": "分析"}])
+    assert get(base + "/nope")[0] == 404
+
+
+def test_a_failing_page_answers_500_and_the_server_lives_on(serve):
+    def broken():
+        raise RuntimeError("boom")
+
+    base = serve(Endpoints(registry_with_counter(), json_pages={"/broken": broken}))
+    assert get(base + "/broken")[0] == 500
+    assert get(base + "/metrics")[0] == 200
