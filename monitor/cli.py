@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 
-from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, load_config
+from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, Rule, load_config, parse_listen
+from monitor.lines import FramerStats
 from monitor.metrics import LogMetrics
 from monitor.readfiles import LogReadError, read_chunks
 from monitor.report import RuleCount, ScanSummary, print_rules, print_scan
@@ -61,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-out", metavar="FILE", help="write Prometheus text for node_exporter's textfile collector"
     )
     scan.set_defaults(command=cmd_scan)
+
+    run = commands.add_parser("run", help="follow the logs, export metrics, checkpoint state (the sidecar)")
+    _config_flag(run)
+    run.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH_OR_GLOB",
+        help="follow this path or glob as one stream (repeatable; replaces the config's sources)",
+    )
+    run.add_argument("--listen", metavar="HOST:PORT", help="address of /metrics, /healthz, /readyz")
+    run.add_argument("--state-dir", metavar="DIR", help="where the checkpoint lives (default: state.directory)")
+    run.set_defaults(command=cmd_run)
     return parser
 
 
@@ -88,8 +103,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     config = loaded.config
     registry = CollectorRegistry()
     metrics = LogMetrics(config, registry)
+    metrics.declare_stream(SCAN_STREAM, followed=False)
     paths = [Path(f) for f in args.files]
     errors: list[str] = []
+    read = FramerStats()
     with _Progress(paths) as advance:
         for path in paths:
             scanner = Scanner(matcher, config.scan.max_line_bytes)
@@ -100,7 +117,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 errors.append(str(exc))
             metrics.observe_events(scanner.flush())
             metrics.observe_stream(SCAN_STREAM, scanner.framer.stats)
-    summary = _summary(metrics, config.rules, paths, errors)
+            for name in ("lines", "bytes", "oversized_lines"):
+                setattr(read, name, getattr(read, name) + getattr(scanner.framer.stats, name))
+    summary = _summary(metrics, config.rules, paths, errors, read)
     if args.metrics_out:
         write_to_textfile(args.metrics_out, registry)
     if args.format == "json":
@@ -117,19 +136,52 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(metrics: LogMetrics, rules, paths: list[Path], errors: list[str]) -> ScanSummary:
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.sidecar import RunOptions, Sidecar
+
+    options = RunOptions(
+        config_path=Path(args.config or DEFAULT_CONFIG),
+        logs=tuple(args.log),
+        listen=args.listen,
+        state_dir=args.state_dir,
+    )
+    if args.listen:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            print(f"monitor: --listen: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    sidecar = Sidecar(options)
+    try:
+        sidecar.start()
+    except OSError as exc:
+        host, port = sidecar.listen
+        print(
+            f"monitor: cannot listen on {host}:{port}: {exc.strerror or exc}; pass --listen HOST:PORT", file=sys.stderr
+        )
+        sidecar.shutdown()
+        return EXIT_BAD_INPUT
+    signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
+    signal.signal(signal.SIGINT, lambda *_: sidecar.stop())
+    signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
+    sidecar.run()
+    return EXIT_OK
+
+
+def _summary(
+    metrics: LogMetrics, rules: list[Rule], paths: list[Path], errors: list[str], read: FramerStats
+) -> ScanSummary:
     totals = metrics.totals_by_rule()
     snapshot = metrics.snapshot()
-    counters = {name: value for name, _stream, value in snapshot["stream_counters"]}
     return ScanSummary(
         files=[str(p) for p in paths],
         rules=[
             RuleCount(r.name, r.severity.value, int(totals.get(r.name, 0)), snapshot["last_time"].get(r.name) or None)
             for r in rules
         ],
-        lines=int(counters.get("lines", 0)),
-        bytes=int(counters.get("bytes", 0)),
-        oversized_lines=int(counters.get("oversized_lines", 0)),
+        lines=read.lines,
+        bytes=read.bytes,
+        oversized_lines=read.oversized_lines,
         errors=errors,
     )
 

@@ -128,12 +128,45 @@ class MetricsSettings(_Model):
         return self
 
 
+class Source(_Model):
+    """A named stream of log files: paths or globs read as one source (the `stream` label)."""
+
+    name: str = Field(pattern=_NAME)
+    paths: list[str] = Field(min_length=1)
+
+
+class FollowConfig(_Model):
+    start_at: Literal["end", "beginning"] = "end"  # first start ever, without a state file
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)  # safety net when inotify is silent
+    busy_poll_seconds: float = Field(default=0.01, gt=0, le=1)  # while lines keep coming
+    partial_line_flush_seconds: float = Field(default=5.0, gt=0)
+    rotated_close_idle_seconds: float = Field(default=300.0, gt=0)
+    max_files_per_stream: int = Field(default=1024, ge=1)
+
+
+class StateConfig(_Model):
+    directory: str = "state"
+    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+
+
 class Config(_Model):
     version: Literal[1] = 1
     metrics: MetricsSettings = MetricsSettings()
     scan: ScanSettings = ScanSettings()
     timestamp: TimestampFormat = TimestampFormat()
+    sources: list[Source] = Field(default_factory=list)
+    follow: FollowConfig = FollowConfig()
+    state: StateConfig = StateConfig()
     rules: list[Rule] = Field(min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: list[Source]) -> list[Source]:
+        names = [s.name for s in sources]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"source name {name!r} is used twice; each stream needs its own name")
+        return sources
 
     @field_validator("rules")
     @classmethod

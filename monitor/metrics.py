@@ -31,11 +31,31 @@ from monitor.scan import OTHER, Event
 
 LabelPairs = tuple[tuple[str, str], ...]
 
-# Per-stream counters of the follower/scanner: name suffix -> help text.
-STREAM_COUNTERS = {
+# The sidecar's own metrics (name without prefix -> help); counters end in _total when exported.
+SELF_COUNTERS = {
     "lines": "Complete lines read from the stream's files.",
     "bytes": "Bytes read from the stream's files.",
     "oversized_lines": "Lines longer than scan.max_line_bytes (only their head was matched).",
+    "rotations": "Times a followed file was renamed away from, or removed from, the path it was first followed at.",
+    "truncations": "Times a followed file was truncated (copytruncate, '> file').",
+    "read_errors": "Failures to open, stat or read a file of the stream.",
+    "lost_files": "Checkpointed files not found again at start-up (compressed or deleted while the sidecar was down).",
+    "config_reloads": "Config reloads on SIGHUP, by result.",
+    "checkpoint_failures": "Checkpoint writes that failed (disk full, permissions).",
+}
+SELF_GAUGES = {
+    "files_open": "Files of the stream currently followed.",
+    "bytes_behind": "Bytes written to the stream's files but not read yet.",
+    "skipped_files": "Files matching the stream's paths beyond follow.max_files_per_stream, not followed.",
+    "last_read_timestamp_seconds": "When data was last read from the stream.",
+}
+STREAM_COUNTERS = ("lines", "bytes", "oversized_lines")
+FOLLOW_COUNTERS = ("rotations", "truncations", "read_errors", "lost_files")
+FOLLOW_GAUGES = {
+    "files_open": "files_open",
+    "bytes_behind": "bytes_behind",
+    "skipped_files": "skipped_files",
+    "last_read_timestamp_seconds": "last_read_time",
 }
 
 
@@ -52,18 +72,25 @@ class LogMetrics:
         self._lock = threading.Lock()
         self._prefix = config.metrics.prefix
         self._self_prefix = config.metrics.self_prefix
-        self._severity = {rule.name: rule.severity.value for rule in config.rules}
+        self._severity: dict[str, str] = {}
         self._events: dict[tuple[str, LabelPairs], float] = {}
-        self._last_time: dict[str, float] = {rule.name: 0.0 for rule in config.rules}
-        self._stream_counters: dict[tuple[str, str], float] = {}
-        self._stream_gauges: dict[tuple[str, str], tuple[str, float]] = {}
+        self._last_time: dict[str, float] = {}
+        self._self_counters: dict[tuple[str, LabelPairs], float] = {}
+        self._self_gauges: dict[tuple[str, LabelPairs], float] = {}
         self._extra: list[Callable[[], Iterable[Metric]]] = []
-        for rule in config.rules:
-            names = list(rule.labels)
-            for values in itertools.product(*[[*rule.labels[n], OTHER] for n in names]):
-                self._events[(rule.name, tuple(zip(names, values, strict=False)))] = 0.0
+        self.set_rules(config)
         if registry is not None:
             registry.register(self)
+
+    def set_rules(self, config: Config) -> None:
+        """(Re)declare the rules: new ones get their series at 0; counts of old ones are kept."""
+        with self._lock:
+            for rule in config.rules:
+                self._severity[rule.name] = rule.severity.value
+                self._last_time.setdefault(rule.name, 0.0)
+                names = list(rule.labels)
+                for values in itertools.product(*[[*rule.labels[n], OTHER] for n in names]):
+                    self._events.setdefault((rule.name, tuple(zip(names, values, strict=True))), 0.0)
 
     # -- updates ---------------------------------------------------------------
 
@@ -82,17 +109,32 @@ class LogMetrics:
         with self._lock:
             for name in STREAM_COUNTERS:
                 delta = getattr(stats, name) - (getattr(previous, name) if previous else 0)
-                key = (name, stream)
-                self._stream_counters[key] = self._stream_counters.get(key, 0.0) + delta
+                if delta:
+                    self._add((name, (("stream", stream),)), delta)
 
-    def add_stream_counter(self, name: str, stream: str, amount: float = 1.0) -> None:
+    def declare_stream(self, stream: str, followed: bool = True) -> None:
+        """Give a stream's counters their series at 0 before its first line."""
         with self._lock:
-            key = (name, stream)
-            self._stream_counters[key] = self._stream_counters.get(key, 0.0) + amount
+            for name in (*STREAM_COUNTERS, *(FOLLOW_COUNTERS if followed else ())):
+                self._self_counters.setdefault((name, (("stream", stream),)), 0.0)
 
-    def set_stream_gauge(self, name: str, stream: str, value: float, help_text: str = "") -> None:
+    def observe_follow(self, stats: dict[str, Any]) -> None:
+        """The follower's per-stream counters (absolute values) and gauges."""
         with self._lock:
-            self._stream_gauges[(name, stream)] = (help_text, value)
+            for stream, values in stats.items():
+                labels = (("stream", stream),)
+                for name in FOLLOW_COUNTERS:
+                    self._self_counters[(name, labels)] = float(getattr(values, name))
+                for name, attribute in FOLLOW_GAUGES.items():
+                    self._self_gauges[(name, labels)] = float(getattr(values, attribute))
+
+    def count(self, name: str, labels: LabelPairs = (), amount: float = 1.0) -> None:
+        """Add to one of the sidecar's own counters (see SELF_COUNTERS)."""
+        with self._lock:
+            self._add((name, labels), amount)
+
+    def _add(self, key: tuple[str, LabelPairs], amount: float) -> None:
+        self._self_counters[key] = self._self_counters.get(key, 0.0) + amount
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Another stage's scrape-time families (reconcile's, the follower's) served with ours."""
@@ -115,7 +157,9 @@ class LogMetrics:
             return {
                 "events": [[rule, [list(p) for p in labels], value] for (rule, labels), value in self._events.items()],
                 "last_time": dict(self._last_time),
-                "stream_counters": [[name, stream, value] for (name, stream), value in self._stream_counters.items()],
+                "self_counters": [
+                    [name, [list(p) for p in labels], value] for (name, labels), value in self._self_counters.items()
+                ],
             }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -124,8 +168,8 @@ class LogMetrics:
                 self._events[(rule, tuple((str(k), str(v)) for k, v in labels))] = float(value)
             for rule, value in snapshot.get("last_time", {}).items():
                 self._last_time[rule] = float(value)
-            for name, stream, value in snapshot.get("stream_counters", []):
-                self._stream_counters[(name, stream)] = float(value)
+            for name, labels, value in snapshot.get("self_counters", []):
+                self._self_counters[(name, tuple((str(k), str(v)) for k, v in labels))] = float(value)
 
     # -- exposition --------------------------------------------------------------
 
@@ -157,23 +201,22 @@ class LogMetrics:
         yield last
 
     def _stream_families(self) -> Iterator[Metric]:
-        by_name: dict[str, list[tuple[str, float]]] = {}
-        for (name, stream), value in sorted(self._stream_counters.items()):
-            by_name.setdefault(name, []).append((stream, value))
-        for name, samples in by_name.items():
-            family = CounterMetricFamily(
-                f"{self._self_prefix}_{name}", STREAM_COUNTERS.get(name, name.replace("_", " ")), labels=["stream"]
-            )
-            for stream, value in samples:
-                family.add_metric([stream], value)
-            yield family
-        gauges: dict[str, GaugeMetricFamily] = {}
-        for (name, stream), (help_text, value) in sorted(self._stream_gauges.items()):
-            family = gauges.get(name)
-            if family is None:
-                family = gauges[name] = GaugeMetricFamily(f"{self._self_prefix}_{name}", help_text, labels=["stream"])
-            family.add_metric([stream], value)
-        yield from gauges.values()
+        for values, kind, helps in (
+            (self._self_counters, CounterMetricFamily, SELF_COUNTERS),
+            (self._self_gauges, GaugeMetricFamily, SELF_GAUGES),
+        ):
+            families: dict[str, Metric] = {}
+            for (name, labels), value in sorted(values.items()):
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = kind(f"{self._self_prefix}_{name}", helps.get(name, name), labels=None)
+                suffix = "_total" if kind is CounterMetricFamily else ""
+                family.samples.append(
+                    _sample(
+                        f"{self._self_prefix}_{name}{suffix}", [k for k, _ in labels], [v for _, v in labels], value
+                    )
+                )
+            yield from families.values()
 
 
 def _sample(name: str, label_names: list[str], label_values: list[str], value: float) -> Sample:

@@ -98,11 +98,13 @@ class Matcher:
         self._database.scan(view, match_event_handler=on_match)
         if not hits:
             return []
-        # Each hit ends at the end of its line (see _build_database); group rules per line.
+        # Group rules per line. Most hits end right at their line's end (see _to_line_end), where
+        # find() returns at once; a pattern with its own `$` can hit several times in one line.
         rule_count = len(self._rules)
         candidates: dict[int, set[int]] = {}
         for end, rule_id in hits:
-            candidates.setdefault(start + end, set()).add(rule_id % rule_count)
+            line_end = buf.find(b"\n", start + end - 1, stop)
+            candidates.setdefault(stop if line_end < 0 else line_end, set()).add(rule_id % rule_count)
         events: list[Event] = []
         for line_end in sorted(candidates):
             line_start = buf.rfind(b"\n", start, line_end) + 1 or start
@@ -184,7 +186,15 @@ def compile_matcher(
         problems.append(f"{where('timestamp', 'regex')}: does not compile: {_re2_reason(exc)}")
     if problems:
         raise ConfigError("\n".join(problems))
-    matcher = Matcher(rules, timestamp, clock)
+    try:
+        matcher = Matcher(rules, timestamp, clock)
+    except hyperscan.error:
+        problems = [
+            f"{where('rules', index, 'pattern')}: {problem}"
+            for index, rule in enumerate(rules)
+            if (problem := _hyperscan_problem(rule.pattern))
+        ]
+        raise ConfigError("\n".join(problems) or "rules: the patterns cannot be compiled together") from None
     check_examples(matcher, where)
     return matcher
 
@@ -192,20 +202,24 @@ def compile_matcher(
 def pattern_problem(pattern: str) -> str | None:
     """Why a rule pattern cannot be used, phrased for the user; None when it is fine."""
     try:
-        _compile_re2(pattern, quiet=True)
+        regex = _compile_re2(pattern, quiet=True)
     except re2.error as exc:
         return (
             f"does not compile: {_re2_reason(exc)}. Patterns use RE2 syntax (no backreferences or "
             "look-around), which guarantees linear-time matching"
         )
+    if regex.search("") is not None:
+        return "matches the empty string, so it would match every line; make it require some text"
+    return None
+
+
+def _hyperscan_problem(pattern: str) -> str | None:
+    """Only asked when the whole database failed to compile: which rule is the culprit?"""
     for flags in (Matcher._UTF8, Matcher._BYTES):
         try:
-            _check_hyperscan(pattern, flags)
+            _build_database([pattern], flags)
         except hyperscan.error as exc:
-            reason = str(exc)
-            if "empty buffer" in reason:
-                return "matches the empty string, so it would match every line; make it require some text"
-            return f"cannot be compiled for multi-pattern matching: {reason}; simplify the pattern"
+            return f"cannot be compiled for multi-pattern matching: {exc}; simplify the pattern"
     return None
 
 
@@ -225,14 +239,6 @@ def _build_database(patterns: Iterable[Rule | str], *flag_sets: int) -> hypersca
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags)
     return database
-
-
-def _check_hyperscan(pattern: str, flags: int) -> None:
-    """Compile the pattern as written (catches empty matches) and as the database holds it."""
-    for expression in {pattern.encode(), _to_line_end(pattern)}:
-        hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK).compile(
-            expressions=[expression], ids=[0], elements=1, flags=[flags]
-        )
 
 
 def _to_line_end(pattern: str) -> bytes:
@@ -294,6 +300,7 @@ class _TimestampReader:
         self._iso = fmt.format in _ISO_FORMATS
         self._zone = ZoneInfo(fmt.timezone)
         self._last: tuple[bytes, float] = (b"", 0.0)
+        self._last_second: tuple[bytes, float] = (b"", 0.0)
 
     def read(self, line: bytes) -> float | None:
         match = self._regex.search(line)
@@ -302,6 +309,9 @@ class _TimestampReader:
         text = match.group(1) if match.groups() else match.group(0)
         if text == self._last[0]:
             return self._last[1]
+        if self._iso and text[:19] == self._last_second[0] and text[19:20] in (b",", b".") and text[20:].isdigit():
+            # Same second as the previous line: only the fraction differs (most lines of a busy log).
+            return self._last_second[1] + int(text[20:]) / 10 ** len(text[20:])
         try:
             decoded = text.decode("utf-8")
             parsed = datetime.fromisoformat(decoded) if self._iso else datetime.strptime(decoded, self._format)
@@ -309,4 +319,6 @@ class _TimestampReader:
             return None
         value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=self._zone)).timestamp()
         self._last = (text, value)
+        if self._iso and parsed.tzinfo is None:
+            self._last_second = (text[:19], value - parsed.microsecond / 1e6)
         return value

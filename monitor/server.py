@@ -9,11 +9,13 @@ health and readiness answered by the follow loop, and extra JSON pages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,7 +31,9 @@ class Endpoints:
     """What the server answers with; every callable runs on the request's thread."""
 
     registry: CollectorRegistry
-    before_scrape: Callable[[], None] = lambda: None
+    # Held while the metrics are rendered: the sidecar checkpoints inside it, so what a
+    # scrape returns is exactly what the checkpoint holds.
+    scrape_guard: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     healthy: Callable[[], tuple[bool, str]] = lambda: (True, "ok")
     ready: Callable[[], tuple[bool, str]] = lambda: (True, "ready")
     json_pages: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -91,9 +95,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, "text/plain; charset=utf-8", b"internal error, see the sidecar's log\n")
 
     def _metrics(self) -> None:
-        self.endpoints.before_scrape()
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        self._send(200, content_type, encoder(self.endpoints.registry))
+        with self.endpoints.scrape_guard():
+            body = encoder(self.endpoints.registry)
+        self._send(200, content_type, body)
 
     def _status(self, ok: bool, text: str) -> None:
         self._send(200 if ok else 503, "text/plain; charset=utf-8", (text + "\n").encode())

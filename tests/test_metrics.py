@@ -18,6 +18,7 @@ def scanned_metrics(log: bytes, chunk: int = 4096) -> tuple[CollectorRegistry, L
     matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
     registry = CollectorRegistry()
     metrics = LogMetrics(loaded.config, registry)
+    metrics.declare_stream("scan", followed=False)
     scanner = Scanner(matcher)
     for i in range(0, len(log), chunk):
         metrics.observe_events(scanner.feed(log[i : i + chunk]))

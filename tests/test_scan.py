@@ -139,6 +139,12 @@ def test_unlisted_label_value_becomes_other():
     assert [e.labels for e in events] == [(("level", "error"),), (("level", "other"),)]
 
 
+def test_patterns_with_their_own_end_anchor_count_a_line_once():
+    rules = [rule("dollar", "[$]\\d+"), rule("either", "timeout|超时$")]
+    events, _ = scan_all("price $5 and $6 and $7\ntimeout timeout timeout\n操作超时\n".encode(), rules=rules)
+    assert names(events) == ["dollar", "either", "either"]
+
+
 def test_candidate_spanning_two_lines_is_rejected():
     # [^x]+ also matches a newline; RE2 confirms per line, so no line holds "a...b" alone.
     rules = [rule("span", "a[^x]+b")]

@@ -51,12 +51,21 @@ def test_metrics_text_and_openmetrics_by_negotiation(serve):
     assert body.endswith("# EOF\n")
 
 
-def test_checkpoint_hook_runs_before_each_scrape_is_answered(serve):
+def test_scrape_guard_is_held_while_each_scrape_is_rendered(serve):
+    import contextlib
+
     calls = []
-    base = serve(Endpoints(registry_with_counter(), before_scrape=lambda: calls.append("saved")))
+
+    @contextlib.contextmanager
+    def guard():
+        calls.append("checkpoint")
+        yield
+        calls.append("rendered")
+
+    base = serve(Endpoints(registry_with_counter(), scrape_guard=guard))
     get(base + "/metrics")
     get(base + "/metrics")
-    assert calls == ["saved", "saved"]
+    assert calls == ["checkpoint", "rendered", "checkpoint", "rendered"]
 
 
 def test_health_and_readiness(serve):

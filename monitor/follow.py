@@ -1,0 +1,498 @@
+"""Follow: one configured stream of paths looks like one perpetual source of bytes.
+
+The follower knows files, not rules. Each pass (`poll`) it finds the files of
+every stream (paths or globs), reads what they gained since the last pass and
+yields plain items: `Data` (bytes of one followed file), `Flush` (a partial
+last line has been idle long enough to count) and `End` (the file is done:
+flush its partial line and forget it).
+
+A followed file is known by its *identity*: device + inode, plus a fingerprint
+(hash of its first bytes). The inode lets us keep reading a file that was
+renamed by rotation (the server may keep writing into it); the fingerprint
+tells a truncated-and-rewritten file, a reused inode or a copy apart. All
+rotation and truncation decisions are in `_examine`, documented there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from monitor.watch import existing_ancestor
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_BYTES = 1024
+# A shorter prefix is too likely to be shared by unrelated files to call one a copy of the other.
+MIN_COPY_FINGERPRINT = 64
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z", ".Z")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A named stream: the paths or globs whose files are read as one source."""
+
+    name: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    start_at: str = "end"  # first start ever: "end" skips what the files already hold
+    read_chunk_bytes: int = 1 << 20
+    max_read_per_pass: int = 16 << 20  # per file, so one huge backlog cannot starve the others
+    partial_line_flush_seconds: float = 5.0
+    rotated_close_idle_seconds: float = 300.0
+    max_files_per_stream: int = 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    dev: int
+    ino: int
+    fp_len: int
+    fp: str  # sha1 of the first fp_len bytes
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where reading of one file stands: what the checkpoint stores."""
+
+    stream: str
+    path: str
+    identity: Identity
+    offset: int
+
+
+@dataclass(frozen=True)
+class Data:
+    stream: str
+    file: int  # serial of the followed file: one scanner (and partial line) per serial
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Flush:
+    stream: str
+    file: int
+
+
+@dataclass(frozen=True)
+class End:
+    stream: str
+    file: int
+    reason: str  # rotated | deleted | truncated | error
+
+
+Item = Data | Flush | End
+
+
+@dataclass
+class StreamStats:
+    """The follower's own counters and gauges for one stream (exported per stream)."""
+
+    rotations: int = 0
+    truncations: int = 0
+    read_errors: int = 0
+    lost_files: int = 0
+    skipped_files: int = 0
+    files_open: int = 0
+    bytes_behind: int = 0
+    last_read_time: float = 0.0
+
+
+@dataclass(eq=False)
+class _Followed:
+    serial: int
+    stream: str
+    path: str
+    first_path: str
+    handle: BinaryIO
+    identity: Identity
+    offset: int
+    last_size: int
+    last_growth: float
+    rotated: bool = False
+    idle_flushed: bool = True
+
+
+@dataclass
+class _Reported:
+    """Problems already logged once, so a broken path does not flood the log every pass."""
+
+    keys: set[str] = field(default_factory=set)
+
+    def once(self, key: str, message: str, *args: object) -> None:
+        if key not in self.keys:
+            self.keys.add(key)
+            log.warning(message, *args)
+
+
+class Follower:
+    """Follows every stream's files through rotation, truncation, deletion and restarts."""
+
+    def __init__(
+        self,
+        streams: list[StreamSpec],
+        settings: FollowSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.streams = streams
+        self.settings = settings or FollowSettings()
+        self.stats = {s.name: StreamStats() for s in streams}
+        self.resolved = False
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._files: dict[int, _Followed] = {}
+        self._by_inode: dict[tuple[int, int], _Followed] = {}
+        self._serial = 0
+        self._opening_at_end = self.settings.start_at == "end"
+        self._reported = _Reported()
+        self.busy = False  # the last pass read data (the caller then polls again soon)
+
+    # -- public ------------------------------------------------------------------
+
+    def poll(self, resolve: bool = True) -> Iterator[Item]:
+        """One pass over every stream; `resolve` re-expands the paths (new, renamed, deleted files)."""
+        self.busy = False
+        if resolve or not self.resolved:
+            self._resolve()
+        for followed in list(self._files.values()):
+            yield from self._examine(followed)
+        self._update_gauges()
+
+    def positions(self) -> list[tuple[int, Position]]:
+        """(serial, position) of every followed file, for the checkpoint."""
+        return [(f.serial, Position(f.stream, f.path, f.identity, f.offset)) for f in self._files.values()]
+
+    def restore(self, positions: list[Position]) -> None:
+        """Resume from a checkpoint: find each file again (even renamed) and read on from its offset."""
+        self._opening_at_end = False  # files the checkpoint does not know are new: read them whole
+        names = {s.name for s in self.streams}
+        for position in positions:
+            if position.stream not in names:
+                continue
+            if not self._reopen(position):
+                self.stats[position.stream].lost_files += 1
+                log.warning(
+                    "stream %s: %s (read up to byte %d) is gone: rotated away and compressed, or deleted, while "
+                    "the sidecar was down; lines written to it after that offset are lost",
+                    position.stream,
+                    position.path,
+                    position.offset,
+                )
+
+    def watch_directories(self) -> set[str]:
+        """Directories whose changes should wake the follower (the nearest existing ones)."""
+        directories = set()
+        for stream in self.streams:
+            for pattern in stream.paths:
+                parent = os.path.dirname(os.path.abspath(pattern))
+                while glob.has_magic(parent):
+                    parent = os.path.dirname(parent)
+                directories.add(existing_ancestor(parent))
+        directories.update(os.path.dirname(f.path) for f in self._files.values())
+        return directories
+
+    def close(self) -> None:
+        for followed in list(self._files.values()):
+            self._forget(followed)
+
+    # -- discovery -----------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        for stream in self.streams:
+            seen: set[tuple[int, int]] = set()
+            for path in self._expand(stream):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # vanished between glob and stat: the next pass sees the new state
+                key = (st.st_dev, st.st_ino)
+                seen.add(key)
+                followed = self._by_inode.get(key)
+                if followed is not None and followed.stream == stream.name:
+                    self._renamed(followed, path)
+                    continue
+                if followed is None and not self._is_copy_of_followed(stream.name, path):
+                    self._open(stream.name, path, at_end=self._opening_at_end)
+            for followed in list(self._files.values()):
+                if followed.stream == stream.name and (followed.identity.dev, followed.identity.ino) not in seen:
+                    self._left_stream(followed)
+        self._opening_at_end = False
+        self.resolved = True
+
+    def _expand(self, stream: StreamSpec) -> list[str]:
+        paths: list[str] = []
+        for pattern in stream.paths:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            for path in matches:
+                if path.endswith(COMPRESSED_SUFFIXES):
+                    continue  # rotated and compressed: what it holds was read before compression
+                if self._is_regular_file(stream.name, path):
+                    paths.append(path)
+        limit = self.settings.max_files_per_stream
+        if len(paths) > limit:
+            self.stats[stream.name].skipped_files = len(paths) - limit
+            self._reported.once(
+                f"limit:{stream.name}",
+                "stream %s: %d files match, following the first %d (follow.max_files_per_stream)",
+                stream.name,
+                len(paths),
+                limit,
+            )
+            paths = paths[:limit]
+        return paths
+
+    def _is_regular_file(self, stream: str, path: str) -> bool:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return False  # waited for: it may appear later
+        except OSError as exc:
+            self._reported.once(f"stat:{path}", "stream %s: cannot stat %s: %s", stream, path, exc.strerror or exc)
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
+        self._reported.once(f"kind:{path}", "stream %s: %s is %s; skipping it", stream, path, kind)
+        return False
+
+    def _open(self, stream: str, path: str, at_end: bool, offset: int = 0) -> _Followed | None:
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open while followed, closed in _forget)
+            st = os.fstat(handle.fileno())
+        except OSError as exc:
+            self.stats[stream].read_errors += 1
+            self._reported.once(f"open:{path}", "stream %s: cannot open %s: %s", stream, path, exc.strerror or exc)
+            return None
+        self._reported.keys.discard(f"open:{path}")
+        identity = _identity(handle, st)
+        start = st.st_size if at_end else offset
+        self._serial += 1
+        followed = _Followed(self._serial, stream, path, path, handle, identity, start, st.st_size, self._clock())
+        self._files[followed.serial] = followed
+        self._by_inode[(identity.dev, identity.ino)] = followed
+        return followed
+
+    def _renamed(self, followed: _Followed, path: str) -> None:
+        if followed.path != path:
+            if followed.first_path == followed.path:
+                self.stats[followed.stream].rotations += 1
+            followed.path = path
+        followed.rotated = False
+
+    def _left_stream(self, followed: _Followed) -> None:
+        if not followed.rotated:
+            followed.rotated = True
+            if followed.first_path == followed.path:
+                self.stats[followed.stream].rotations += 1
+            followed.last_growth = self._clock()  # the idle-close timer starts now
+
+    def _is_copy_of_followed(self, stream: str, path: str) -> bool:
+        """A new file whose head equals a followed file's is a copy (copytruncate, cp): not new lines.
+
+        It is left alone; if the original is then truncated, `_truncated` reads the copy from
+        the original's offset, so lines written just before the copy are not lost.
+        """
+        candidates = [
+            f for f in self._files.values() if f.stream == stream and f.identity.fp_len >= MIN_COPY_FINGERPRINT
+        ]
+        if not candidates:
+            return False
+        head = _read_head(path)
+        return head is not None and any(_matches(head, f.identity) for f in candidates)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _examine(self, followed: _Followed) -> Iterator[Item]:
+        """The rotation/truncation decision for one followed file, made from its open handle.
+
+        - size below our offset: truncated (copytruncate, `> file`). Read what the rotated
+          copy holds beyond our offset, if a sibling with the same head exists, then start
+          over at 0 as a new file.
+        - size changed and the head no longer matches the fingerprint: truncated and
+          rewritten past our offset before we looked; same treatment.
+        - size above our offset: read on. The handle stays valid through renames, so a
+          file rotated away (and still written by a server that never reopens) is read
+          to its end.
+        - nothing new: a partial last line idle for `partial_line_flush_seconds` is
+          flushed; a file that left the stream is closed once deleted and read to its
+          end, or idle for `rotated_close_idle_seconds`.
+        """
+        try:
+            st = os.fstat(followed.handle.fileno())
+            if st.st_size < followed.offset or (st.st_size != followed.last_size and not self._head_holds(followed)):
+                yield from self._truncated(followed)
+                return
+            followed.last_size = st.st_size
+            if st.st_size > followed.offset:
+                yield from self._read(followed, st.st_size)
+                return
+        except OSError as exc:
+            self.stats[followed.stream].read_errors += 1
+            log.warning("stream %s: reading %s failed: %s; will reopen", followed.stream, followed.path, exc)
+            self._forget(followed)
+            yield End(followed.stream, followed.serial, "error")
+            return
+        idle = self._clock() - followed.last_growth
+        if followed.rotated and (st.st_nlink == 0 or idle >= self.settings.rotated_close_idle_seconds):
+            self._forget(followed)
+            yield End(followed.stream, followed.serial, "deleted" if st.st_nlink == 0 else "rotated")
+        elif not followed.idle_flushed and idle >= self.settings.partial_line_flush_seconds:
+            followed.idle_flushed = True
+            yield Flush(followed.stream, followed.serial)
+
+    def _read(self, followed: _Followed, size: int) -> Iterator[Item]:
+        budget = self.settings.max_read_per_pass
+        while followed.offset < size and budget > 0:
+            want = min(self.settings.read_chunk_bytes, size - followed.offset, budget)
+            data = os.pread(followed.handle.fileno(), want, followed.offset)
+            if not data:
+                break
+            followed.offset += len(data)
+            budget -= len(data)
+            yield Data(followed.stream, followed.serial, data)
+        followed.last_growth = self._clock()
+        followed.idle_flushed = False
+        self.busy = True
+        self.stats[followed.stream].last_read_time = self._wall_clock()
+
+    def _head_holds(self, followed: _Followed) -> bool:
+        """Does the file still start with the fingerprinted bytes? Extends a short fingerprint."""
+        fd = followed.handle.fileno()
+        identity = followed.identity
+        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        if not _matches(head, identity):
+            return False
+        if identity.fp_len < FINGERPRINT_BYTES and len(head) > identity.fp_len:
+            followed.identity = Identity(identity.dev, identity.ino, len(head), _digest(head))
+        return True
+
+    def _truncated(self, followed: _Followed) -> Iterator[Item]:
+        stream = self.stats[followed.stream]
+        stream.truncations += 1
+        copy = _find_copy(followed)
+        if copy is not None:
+            yield from self._read_copy(followed, copy)
+        self._forget(followed)
+        yield End(followed.stream, followed.serial, "truncated")
+        self._open(followed.stream, followed.path, at_end=False)
+        self.busy = True
+
+    def _read_copy(self, followed: _Followed, copy_path: str) -> Iterator[Item]:
+        """Lines the server wrote after our last read, saved in the rotated copy."""
+        copy = self._open(followed.stream, copy_path, at_end=False, offset=followed.offset)
+        if copy is None:
+            return
+        copy.rotated = True
+        copy.first_path = ""  # not a rotation of its own
+        size = os.fstat(copy.handle.fileno()).st_size
+        for item in self._read(copy, size):
+            # The copy continues the truncated file's last line: same scanner.
+            yield Data(followed.stream, followed.serial, item.data) if isinstance(item, Data) else item
+
+    def _reopen(self, position: Position) -> bool:
+        """Find a checkpointed file again: at its path, else by inode or head among its siblings."""
+        for path in [position.path, *_siblings(position.path)]:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            same_inode = (st.st_dev, st.st_ino) == (position.identity.dev, position.identity.ino)
+            head = _read_head(path)
+            if head is None or not _matches(head, position.identity):
+                continue
+            if not same_inode and (position.identity.fp_len < MIN_COPY_FINGERPRINT or st.st_size < position.offset):
+                continue
+            if (st.st_dev, st.st_ino) in self._by_inode:
+                return True
+            followed = self._open(position.stream, path, at_end=False, offset=min(position.offset, st.st_size))
+            if followed is None:
+                return False
+            followed.first_path = position.path
+            if st.st_size < position.offset:  # truncated while we were down; the copy (if any) was tried above
+                followed.offset = 0
+                self.stats[position.stream].truncations += 1
+            return True
+        return False
+
+    def _forget(self, followed: _Followed) -> None:
+        self._files.pop(followed.serial, None)
+        key = (followed.identity.dev, followed.identity.ino)
+        if self._by_inode.get(key) is followed:
+            del self._by_inode[key]
+        with contextlib.suppress(OSError):
+            followed.handle.close()
+
+    def _update_gauges(self) -> None:
+        open_count = dict.fromkeys(self.stats, 0)
+        behind = dict.fromkeys(self.stats, 0)
+        for followed in self._files.values():
+            open_count[followed.stream] += 1
+            behind[followed.stream] += max(followed.last_size - followed.offset, 0)
+        for name, stats in self.stats.items():
+            stats.files_open = open_count[name]
+            stats.bytes_behind = behind[name]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def _identity(handle: BinaryIO, st: os.stat_result) -> Identity:
+    head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+    return Identity(st.st_dev, st.st_ino, len(head), _digest(head))
+
+
+def _matches(head: bytes, identity: Identity) -> bool:
+    return len(head) >= identity.fp_len and _digest(head[: identity.fp_len]) == identity.fp
+
+
+def _read_head(path: str) -> bytes | None:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(FINGERPRINT_BYTES)
+    except OSError:
+        return None
+
+
+def _siblings(path: str) -> list[str]:
+    """Other uncompressed regular files in the same directory: where rotation puts a file."""
+    directory = os.path.dirname(path) or "."
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return sorted(
+        e.path
+        for e in entries
+        if e.path != path and not e.name.endswith(COMPRESSED_SUFFIXES) and e.is_file(follow_symlinks=False)
+    )
+
+
+def _find_copy(followed: _Followed) -> str | None:
+    """The rotated copy of a truncated file: a sibling starting with the same bytes, at least as long."""
+    identity = followed.identity
+    if identity.fp_len < MIN_COPY_FINGERPRINT:
+        return None
+    for path in _siblings(followed.path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < followed.offset:
+            continue
+        head = _read_head(path)
+        if head is not None and _matches(head, identity):
+            return path
+    return None

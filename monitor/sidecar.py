@@ -1,0 +1,341 @@
+"""The main job (`monitor run`): follow -> scan -> metrics, checkpointed, served over HTTP.
+
+One thread (the caller's) runs the follow loop and does all the work on the
+log's bytes; the HTTP server answers scrapes on its own threads; watchdog's
+threads only wake the loop. One lock (`_lock`) guards everything the
+checkpoint reads, so a checkpoint is always a consistent cut: read positions
+and the counters they produced.
+
+Every scrape of /metrics first writes the checkpoint and then renders the
+metrics under the same lock, so Prometheus never sees a value the checkpoint
+does not hold: after `kill -9` the counters continue from exactly what was
+last scraped, and the lines after the checkpointed offsets are counted once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Config, ConfigError, LoadedConfig, load_config, parse_listen
+from monitor.follow import Data, End, Follower, FollowSettings, Identity, Item, Position, StreamSpec
+from monitor.metrics import LogMetrics
+from monitor.scan import Event, Matcher, Scanner, compile_matcher
+from monitor.server import Endpoints, MetricsServer
+from monitor.state import StateStore
+from monitor.watch import Waker
+
+log = logging.getLogger(__name__)
+
+BUSY_LINGER_SECONDS = 0.5  # keep polling fast this long after the last data, so bursts do not flap
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line overrides of the config (`monitor run --log/--listen/--state-dir`)."""
+
+    config_path: Path
+    logs: tuple[str, ...] = ()
+    listen: str | None = None
+    state_dir: str | None = None
+
+
+def streams_of(config: Config, logs: tuple[str, ...] = ()) -> list[StreamSpec]:
+    """The streams to follow: one per `--log` flag (NAME=PATH or PATH), else the config's sources."""
+    if not logs:
+        return [StreamSpec(s.name, tuple(s.paths)) for s in config.sources]
+    streams = []
+    for index, spec in enumerate(logs):
+        name, sep, path = spec.partition("=")
+        if not sep or "/" in name:
+            name, path = _stream_name(spec, index), spec
+        streams.append(StreamSpec(name, (path,)))
+    return streams
+
+
+def _stream_name(path: str, index: int) -> str:
+    base = os.path.basename(path).split(".")[0]
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in base).strip("_")
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"log{index + 1}"
+
+
+def load_and_compile(path: Path) -> tuple[LoadedConfig, Matcher]:
+    loaded = load_config(path)
+    return loaded, compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+
+
+@dataclass
+class _Timers:
+    next_resolve: float = 0.0
+    next_checkpoint: float = 0.0
+    last_data: float = -1e9
+    last_loop: float = field(default_factory=time.monotonic)
+
+
+class Sidecar:
+    """Follows the configured streams and keeps the metrics and the checkpoint."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.loaded, self.matcher = load_and_compile(options.config_path)
+        config = self.loaded.config
+        self.streams = streams_of(config, options.logs)
+        if not self.streams:
+            raise ConfigError(
+                f"{options.config_path}: sources: no log to follow; add a `sources:` list "
+                "or pass --log PATH (a path or a glob)"
+            )
+        self.listen = parse_listen(options.listen or config.metrics.listen)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = LogMetrics(config, self.registry)
+        for stream in self.streams:
+            self.metrics.declare_stream(stream.name)
+        self.follower = Follower(self.streams, _follow_settings(config), clock=clock)
+        self.store = StateStore(options.state_dir or config.state.directory)
+        # Later stages plug in here: who gets the events, and what else the checkpoint holds.
+        self.event_sinks: list[Callable[[str, list[Event]], None]] = []
+        self.state_savers: dict[str, Callable[[], Any]] = {}
+        self.restored_extra: dict[str, Any] = {}
+        for result in ("success", "failure"):
+            self.metrics.count("config_reloads", (("result", result),), 0)
+        self.metrics.count("checkpoint_failures", (), 0)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._scanners: dict[int, Scanner] = {}
+        self._stopping = threading.Event()
+        self._reload_requested = False
+        self._timers = _Timers(last_loop=clock())
+        self._waker = Waker()
+        self.server: MetricsServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore the checkpoint, start watching and serving. `run` calls it if needed."""
+        self._restore()
+        self.server = MetricsServer(*self.listen, self.endpoints()).start()
+        self._waker.start()
+        log.info(
+            "following %s; metrics on http://%s:%d/metrics; state in %s",
+            ", ".join(f"{s.name}={'|'.join(s.paths)}" for s in self.streams),
+            self.listen[0],
+            self.server.port,
+            self.store.path,
+        )
+
+    def run(self) -> None:
+        """The follow loop, until `stop()`; then a last checkpoint and everything closed."""
+        if self.server is None:
+            self.start()
+        try:
+            while not self._stopping.is_set():
+                self._pass()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread)."""
+        self._stopping.set()
+        self._waker.event.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._waker.event.set()
+
+    def shutdown(self) -> None:
+        self.checkpoint()
+        if self.server is not None:
+            self.server.close()
+        self._waker.stop()
+        with self._lock:
+            self.follower.close()
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _pass(self) -> None:
+        timers, settings = self._timers, self.loaded.config.follow
+        self._waker.event.clear()
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+        now = self._clock()
+        resolve = self._waker.structure_changed or now >= timers.next_resolve
+        self._waker.structure_changed = False
+        with self._lock:
+            for item in self.follower.poll(resolve=resolve):
+                self._apply(item)
+            self.metrics.observe_follow(self.follower.stats)
+        if resolve:
+            timers.next_resolve = now + settings.poll_interval_seconds
+            self._waker.watch_directories(self.follower.watch_directories())
+        if self.follower.busy:
+            timers.last_data = now
+        timers.last_loop = self._clock()
+        if now >= timers.next_checkpoint:
+            self.checkpoint()
+            timers.next_checkpoint = now + self.loaded.config.state.checkpoint_interval_seconds
+        busy = now - timers.last_data < BUSY_LINGER_SECONDS
+        if self._waker.want_modify_events(not busy) and not busy:
+            return  # a write may have slipped by while the watch changed: look once more first
+        if not self._stopping.is_set():
+            self._waker.event.wait(settings.busy_poll_seconds if busy else settings.poll_interval_seconds)
+
+    def _apply(self, item: Item) -> None:
+        scanner = self._scanners.get(item.file)
+        if isinstance(item, Data):
+            if scanner is None:
+                scanner = self._scanners[item.file] = Scanner(self.matcher, self.loaded.config.scan.max_line_bytes)
+            before = copy.copy(scanner.framer.stats)
+            self._deliver(item.stream, scanner.feed(item.data))
+            self.metrics.observe_stream(item.stream, scanner.framer.stats, before)
+        elif scanner is not None:
+            before = copy.copy(scanner.framer.stats)
+            self._deliver(item.stream, scanner.flush())
+            self.metrics.observe_stream(item.stream, scanner.framer.stats, before)
+            if isinstance(item, End):
+                del self._scanners[item.file]
+
+    def _deliver(self, stream: str, events: list[Event]) -> None:
+        if not events:
+            return
+        self.metrics.observe_events(events)
+        for sink in self.event_sinks:
+            sink(stream, events)
+
+    # -- state -------------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        with self._lock:
+            saved = self.store.save(self._state())
+        if not saved:
+            self.metrics.count("checkpoint_failures")
+        return saved
+
+    @contextlib.contextmanager
+    def _scrape(self) -> Iterator[None]:
+        with self._lock:
+            self.checkpoint()
+            yield
+
+    def _state(self) -> dict[str, Any]:
+        files = []
+        for serial, position in self.follower.positions():
+            scanner = self._scanners.get(serial)
+            # A partial last line is not counted yet: resume at its start after a restart.
+            offset = position.offset - (scanner.framer.pending_bytes if scanner else 0)
+            identity = position.identity
+            files.append(
+                {
+                    "stream": position.stream,
+                    "path": position.path,
+                    "dev": identity.dev,
+                    "ino": identity.ino,
+                    "fp_len": identity.fp_len,
+                    "fp": identity.fp,
+                    "offset": max(offset, 0),
+                }
+            )
+        follow_stats = {
+            name: {k: getattr(s, k) for k in ("rotations", "truncations", "read_errors", "lost_files")}
+            for name, s in self.follower.stats.items()
+        }
+        return {
+            "files": files,
+            "metrics": self.metrics.snapshot(),
+            "follow": follow_stats,
+            "extra": {name: save() for name, save in self.state_savers.items()},
+        }
+
+    def _restore(self) -> None:
+        state = self.store.load()
+        if state is None:
+            log.info(
+                "no checkpoint in %s: first start, reading from the %s of existing files",
+                self.store.directory,
+                self.loaded.config.follow.start_at,
+            )
+            return
+        try:
+            self.metrics.restore(state.get("metrics", {}))
+            for name, values in state.get("follow", {}).items():
+                if name in self.follower.stats:
+                    for key, value in values.items():
+                        setattr(self.follower.stats[name], key, int(value))
+            positions = [
+                Position(
+                    f["stream"],
+                    f["path"],
+                    Identity(int(f["dev"]), int(f["ino"]), int(f["fp_len"]), f["fp"]),
+                    int(f["offset"]),
+                )
+                for f in state.get("files", [])
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("checkpoint %s has unexpected content (%s); starting fresh", self.store.path, exc)
+            self.metrics = LogMetrics(self.loaded.config, None)
+            return
+        self.follower.restore(positions)
+        self.restored_extra = state.get("extra", {})
+        log.info("resumed from checkpoint: %d file position(s)", len(positions))
+
+    # -- endpoints, reload ------------------------------------------------------------
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.registry, scrape_guard=self._scrape, healthy=self._healthy, ready=self._ready)
+
+    def _healthy(self) -> tuple[bool, str]:
+        stalled = self._clock() - self._timers.last_loop
+        limit = max(30.0, 10 * self.loaded.config.follow.poll_interval_seconds)
+        if stalled > limit:
+            return False, f"follow loop stalled for {stalled:.0f} s"
+        return True, "ok"
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self.follower.resolved:
+            return False, "resolving sources"
+        return True, f"ready: {sum(s.files_open for s in self.follower.stats.values())} file(s) followed"
+
+    def reload(self) -> bool:
+        """Re-read the config (SIGHUP): new rules apply to new lines; offsets and counts are kept."""
+        try:
+            loaded, matcher = load_and_compile(self.options.config_path)
+        except ConfigError as exc:
+            log.error("config reload failed; the running config stays in force:\n%s", exc)
+            self.metrics.count("config_reloads", (("result", "failure"),))
+            return False
+        with self._lock:
+            if streams_of(loaded.config, self.options.logs) != self.streams:
+                log.warning("sources changed in the config: restart the sidecar to follow the new ones")
+            self.loaded, self.matcher = loaded, matcher
+            for scanner in self._scanners.values():
+                scanner.matcher = matcher
+            self.metrics.set_rules(loaded.config)
+        self.metrics.count("config_reloads", (("result", "success"),))
+        log.info("config reloaded: %d rules", len(matcher.rules))
+        return True
+
+
+def _follow_settings(config: Config) -> FollowSettings:
+    follow = config.follow
+    return FollowSettings(
+        start_at=follow.start_at,
+        read_chunk_bytes=config.scan.read_chunk_bytes,
+        partial_line_flush_seconds=follow.partial_line_flush_seconds,
+        rotated_close_idle_seconds=follow.rotated_close_idle_seconds,
+        max_files_per_stream=follow.max_files_per_stream,
+    )
