@@ -146,7 +146,8 @@ class FollowConfig(_Model):
 
 class StateConfig(_Model):
     directory: str = "state"
-    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    # Also saved on every scrape, at shutdown and whenever a file is opened, rotated or closed.
+    checkpoint_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 class Config(_Model):

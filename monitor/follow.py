@@ -70,6 +70,7 @@ class Position:
     path: str
     identity: Identity
     offset: int
+    size: int = 0  # the file's size when last looked at: offset == size means read to its end
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,11 @@ class Follower:
         self._serial = 0
         self._opening_at_end = self.settings.start_at == "end"
         self._reported = _Reported()
+        self._last_resolve_wall = 0.0
         self.busy = False  # the last pass read data (the caller then polls again soon)
+        # Bumped whenever a file is opened or closed: the caller checkpoints at once then, because
+        # positions in files that rotation is about to move or delete are the ones worth saving.
+        self.generation = 0
 
     # -- public ------------------------------------------------------------------
 
@@ -172,7 +177,7 @@ class Follower:
 
     def positions(self) -> list[tuple[int, Position]]:
         """(serial, position) of every followed file, for the checkpoint."""
-        return [(f.serial, Position(f.stream, f.path, f.identity, f.offset)) for f in self._files.values()]
+        return [(f.serial, Position(f.stream, f.path, f.identity, f.offset, f.last_size)) for f in self._files.values()]
 
     def restore(self, positions: list[Position]) -> None:
         """Resume from a checkpoint: find each file again (even renamed) and read on from its offset."""
@@ -181,14 +186,22 @@ class Follower:
         for position in positions:
             if position.stream not in names:
                 continue
-            if not self._reopen(position):
+            if self._reopen(position):
+                continue
+            if position.offset < position.size:
                 self.stats[position.stream].lost_files += 1
                 log.warning(
-                    "stream %s: %s (read up to byte %d) is gone: rotated away and compressed, or deleted, while "
-                    "the sidecar was down; lines written to it after that offset are lost",
+                    "stream %s: %s is gone (rotated away and compressed, or deleted, while the sidecar was down) "
+                    "with %d bytes unread: the lines in them are lost",
                     position.stream,
                     position.path,
-                    position.offset,
+                    position.size - position.offset,
+                )
+            else:
+                log.info(
+                    "stream %s: %s, read to its end, was rotated away while the sidecar was down",
+                    position.stream,
+                    position.path,
                 )
 
     def watch_directories(self) -> set[str]:
@@ -212,6 +225,7 @@ class Follower:
     def _resolve(self) -> None:
         for stream in self.streams:
             seen: set[tuple[int, int]] = set()
+            rotated = False
             for path in self._expand(stream):
                 try:
                     st = os.stat(path)
@@ -224,12 +238,44 @@ class Follower:
                     self._renamed(followed, path)
                     continue
                 if followed is None and not self._is_copy_of_followed(stream.name, path):
+                    rotated |= self.resolved  # a new file where we followed another: a rotation
                     self._open(stream.name, path, at_end=self._opening_at_end)
             for followed in list(self._files.values()):
-                if followed.stream == stream.name and (followed.identity.dev, followed.identity.ino) not in seen:
+                key = (followed.identity.dev, followed.identity.ino)
+                if followed.stream == stream.name and key not in seen and not followed.rotated:
+                    rotated = True
                     self._left_stream(followed)
+            if rotated:
+                self._catch_up(stream)
         self._opening_at_end = False
         self.resolved = True
+        self._last_resolve_wall = self._wall_clock()
+
+    def _catch_up(self, stream: StreamSpec) -> None:
+        """Rotations faster than our passes: files that were created, written and rotated away
+        between two looks. They sit beside the stream's paths under a rotated name (`app.log.1`,
+        `app.log-20251022`), unknown to us, written to since our last look: read them whole.
+        """
+        since = self._last_resolve_wall - 1.0  # mtime granularity and clock skew margin
+        for pattern in stream.paths:
+            base = os.path.basename(pattern)
+            if glob.has_magic(base):
+                continue  # a glob already matches the rotated names it wants
+            for sibling in _siblings(pattern):
+                try:
+                    st = os.stat(sibling)
+                except OSError:
+                    continue
+                if (
+                    os.path.basename(sibling).startswith(base)
+                    and (st.st_dev, st.st_ino) not in self._by_inode
+                    and st.st_mtime >= since
+                    and not self._is_copy_of_followed(stream.name, sibling)
+                ):
+                    log.info("stream %s: %s was rotated before it could be followed; reading it", stream.name, sibling)
+                    missed = self._open(stream.name, sibling, at_end=False)
+                    if missed is not None:
+                        missed.rotated, missed.first_path = True, ""
 
     def _expand(self, stream: StreamSpec) -> list[str]:
         paths: list[str] = []
@@ -282,21 +328,23 @@ class Follower:
         followed = _Followed(self._serial, stream, path, path, handle, identity, start, st.st_size, self._clock())
         self._files[followed.serial] = followed
         self._by_inode[(identity.dev, identity.ino)] = followed
+        self.generation += 1
         return followed
 
     def _renamed(self, followed: _Followed, path: str) -> None:
         if followed.path != path:
+            self.generation += 1
             if followed.first_path == followed.path:
                 self.stats[followed.stream].rotations += 1
             followed.path = path
         followed.rotated = False
 
     def _left_stream(self, followed: _Followed) -> None:
-        if not followed.rotated:
-            followed.rotated = True
-            if followed.first_path == followed.path:
-                self.stats[followed.stream].rotations += 1
-            followed.last_growth = self._clock()  # the idle-close timer starts now
+        self.generation += 1
+        followed.rotated = True
+        if followed.first_path == followed.path:
+            self.stats[followed.stream].rotations += 1
+        followed.last_growth = self._clock()  # the idle-close timer starts now
 
     def _is_copy_of_followed(self, stream: str, path: str) -> bool:
         """A new file whose head equals a followed file's is a copy (copytruncate, cp): not new lines.
@@ -309,8 +357,14 @@ class Follower:
         ]
         if not candidates:
             return False
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return False
         head = _read_head(path)
-        return head is not None and any(_matches(head, f.identity) for f in candidates)
+        # A copy holds at least what we read of the original; a smaller file with the same head
+        # (a log that starts with a fixed banner, recreated after deletion) is a new file.
+        return head is not None and any(_matches(head, f.identity) and size >= f.offset for f in candidates)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -427,6 +481,7 @@ class Follower:
         return False
 
     def _forget(self, followed: _Followed) -> None:
+        self.generation += 1
         self._files.pop(followed.serial, None)
         key = (followed.identity.dev, followed.identity.ino)
         if self._by_inode.get(key) is followed:

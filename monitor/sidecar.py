@@ -79,6 +79,8 @@ class _Timers:
     next_resolve: float = 0.0
     next_checkpoint: float = 0.0
     last_data: float = -1e9
+    last_checkpoint: float = -2e9
+    checkpointed_generation: int = -1
     last_loop: float = field(default_factory=time.monotonic)
 
 
@@ -186,8 +188,11 @@ class Sidecar:
         if self.follower.busy:
             timers.last_data = now
         timers.last_loop = self._clock()
-        if now >= timers.next_checkpoint:
+        files_changed = self.follower.generation != timers.checkpointed_generation
+        if files_changed or (now >= timers.next_checkpoint and timers.last_data > timers.last_checkpoint):
             self.checkpoint()
+            timers.checkpointed_generation = self.follower.generation
+            timers.last_checkpoint = now
             timers.next_checkpoint = now + self.loaded.config.state.checkpoint_interval_seconds
         busy = now - timers.last_data < BUSY_LINGER_SECONDS
         if self._waker.want_modify_events(not busy) and not busy:
@@ -248,6 +253,7 @@ class Sidecar:
                     "fp_len": identity.fp_len,
                     "fp": identity.fp,
                     "offset": max(offset, 0),
+                    "size": position.size,
                 }
             )
         follow_stats = {
@@ -282,6 +288,7 @@ class Sidecar:
                     f["path"],
                     Identity(int(f["dev"]), int(f["ino"]), int(f["fp_len"]), f["fp"]),
                     int(f["offset"]),
+                    int(f.get("size", 0)),
                 )
                 for f in state.get("files", [])
             ]

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,18 +223,22 @@ def test_restart_resumes_at_the_checkpointed_offset_even_after_a_rename(tmp_path
     assert reader.numbers() + restarted.numbers() == list(range(n))
 
 
-def test_restart_after_the_file_was_compressed_counts_it_lost(tmp_path):
+def test_restart_after_the_file_was_compressed_counts_it_lost_only_if_unread(tmp_path):
     log = tmp_path / "app.log"
     log.touch()
     reader = Reader(follower_for(log)).step()
     write(log, 0, 100)
     reader.step()
-    positions = [p for _, p in reader.follower.positions()]
+    (position,) = [p for _, p in reader.follower.positions()]
+    assert position.offset == position.size
     reader.follower.close()
     subprocess.run(["gzip", str(log)], check=True)
-    restarted = Follower([StreamSpec("app", (str(log),))])
-    restarted.restore(positions)
-    assert restarted.stats["app"].lost_files == 1
+    read_to_end = Follower([StreamSpec("app", (str(log),))])
+    read_to_end.restore([position])
+    assert read_to_end.stats["app"].lost_files == 0
+    with_unread_bytes = Follower([StreamSpec("app", (str(log),))])
+    with_unread_bytes.restore([replace(position, size=position.size + 80)])
+    assert with_unread_bytes.stats["app"].lost_files == 1
 
 
 def test_many_writer_threads_through_rotating_file_handler(tmp_path):

@@ -1,0 +1,266 @@
+"""`monitor run` end to end: a real process, real files, real signals, real scrapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import MINIMAL_CONFIG, log_line, run_monitor
+from tests.sidecar_process import SidecarProcess, wait_for
+
+LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
+needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE), reason="logrotate not installed")
+TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
+RULE = "mongodb_operation_timeout"
+
+
+@pytest.fixture
+def sidecars():
+    started: list[SidecarProcess] = []
+
+    def make(workdir, *args, **kwargs) -> SidecarProcess:
+        sidecar = SidecarProcess(workdir, *args, **kwargs)
+        started.append(sidecar)
+        return sidecar
+
+    yield make
+    for sidecar in started:
+        sidecar.stop()
+
+
+def append(path, text: str, times: int = 1) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text * times)
+
+
+def test_counts_new_lines_and_serves_health(tmp_path, sidecars):
+    log = tmp_path / "logs" / "tradingagents.log"
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()  # the directory does not exist yet
+    assert sidecar.events(RULE) == 0
+    log.parent.mkdir()
+    append(log, TIMEOUT, 7)
+    wait_for(lambda: sidecar.events(RULE) == 7, what="7 timeouts")
+    assert sidecar.value("logmonitor_lines_total", stream="tradingagents") == 7
+    assert sidecar.value("logmonitor_files_open", stream="tradingagents") == 1
+    assert sidecar.get("/healthz") == (200, "ok\n")
+    assert sidecar.get("/readyz")[0] == 200
+
+
+def test_sigterm_saves_state_and_exits_0(tmp_path, sidecars):
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()
+    append(log, TIMEOUT, 3)
+    wait_for(lambda: sidecar.events(RULE) == 3, what="3 timeouts")
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=10) == 0
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert [f["offset"] for f in state["files"]] == [3 * len(TIMEOUT.encode())]
+
+
+def test_kill_9_and_restart_continue_the_counters_exactly(tmp_path, sidecars):
+    log = tmp_path / "app.log"
+    log.touch()
+    first = sidecars(tmp_path, "--log", str(log)).start()
+    append(log, TIMEOUT, 5)
+    wait_for(lambda: first.events(RULE) == 5, what="5 timeouts")
+    scraped = first.events(RULE)  # this scrape checkpointed 5
+    append(log, TIMEOUT, 4)  # maybe read, maybe not: never lost, never twice
+    first.kill9()
+    append(log, TIMEOUT, 2)  # written while the sidecar is down ...
+    log.rename(tmp_path / "app.log.1")  # ... and rotated away meanwhile
+    append(tmp_path / "app.log.1", TIMEOUT, 1)
+    append(log, TIMEOUT, 3)
+    second = sidecars(tmp_path, "--log", str(log)).start()
+    assert second.events(RULE) >= scraped  # no counter reset visible to Prometheus
+    wait_for(lambda: second.events(RULE) == 15, what="all 15 timeouts")
+    time.sleep(0.3)  # nothing more may arrive: a double count would show here
+    assert second.events(RULE) == 15
+    assert second.value("logmonitor_lines_total", stream="app") == 15
+
+
+def test_sighup_reloads_rules_and_keeps_offsets(tmp_path, sidecars, write_config):
+    log = tmp_path / "app.log"
+    log.touch()
+    config = write_config(MINIMAL_CONFIG)
+    sidecar = sidecars(tmp_path, "--log", str(log), config=config).start()
+    append(log, "x MongoDB操作超时\n", 2)
+    wait_for(lambda: sidecar.events("timeout") == 2, what="2 timeouts")
+    config.write_text(
+        MINIMAL_CONFIG + "  - name: loop\n    severity: error\n    pattern: different loop\n"
+        "    examples: ['belongs to a different loop']\n",
+        encoding="utf-8",
+    )
+    sidecar.signal(signal.SIGHUP)
+    wait_for(lambda: sidecar.value("logmonitor_config_reloads_total", result="success") == 1, what="reload")
+    assert sidecar.events("loop") == 0  # the new rule's series exists at once
+    append(log, "x MongoDB操作超时 on a different loop\n")
+    wait_for(lambda: sidecar.events("loop") == 1, what="new rule counted")
+    assert sidecar.events("timeout") == 3  # offsets kept: nothing read again
+
+    config.write_text("rules: [oops", encoding="utf-8")
+    sidecar.signal(signal.SIGHUP)
+    wait_for(lambda: sidecar.value("logmonitor_config_reloads_total", result="failure") == 1, what="failed reload")
+    append(log, "x MongoDB操作超时\n")
+    wait_for(lambda: sidecar.events("timeout") == 4, what="old config still running")
+    assert "config reload failed; the running config stays in force" in sidecar.stderr()
+
+
+def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sidecars):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text("{not json")
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()
+    append(log, TIMEOUT)
+    wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
+    assert "is corrupt" in sidecar.stderr()
+    assert len(list((tmp_path / "state").glob("state.json.corrupt-*"))) == 1
+
+
+def test_bad_config_no_sources_and_busy_port_exit_2(tmp_path, write_config):
+    config = write_config(MINIMAL_CONFIG)
+    result = run_monitor("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sources: no log to follow; add a `sources:` list or pass --log PATH" in result.stderr
+    result = run_monitor("run", "--config", str(config), "--log", "x.log", "--listen", "nowhere", cwd=tmp_path)
+    assert (result.returncode, "--listen: 'nowhere' is not HOST:PORT" in result.stderr) == (2, True)
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_monitor(
+            "run",
+            "--config",
+            str(config),
+            "--log",
+            "x.log",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "s"),
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- the torture test ------------------------------------------------------------------------
+
+KEYWORDS = [
+    ("mongodb_operation_timeout", "error", log_line("MongoDB操作超时", "ERROR")),
+    ("mongodb_update_returned_none", "warning", log_line("⚠️ MongoDB更新返回None，可能更新失败", "WARNING")),
+    ("analysis_progress", "info", log_line("分析 68f8741c3512a67997df93d2 进度: 50% - 📊 市场分析师")),
+]
+NOISE = log_line("HTTP 200 GET /api/analysis/68f8741c3512a67997df93d2/status 耗时 12ms #{}")
+
+
+class Writer:
+    """Writes numbered batches fast, the way a busy server does, and rotates on demand."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self.path = directory / "tradingagents.log"
+        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.lines = 0
+        self.keywords = dict.fromkeys((k[0] for k in KEYWORDS), 0)
+
+    def batch(self, count: int) -> None:
+        # Paced at about 25,000 lines/s, above the 20,000 the test must sustain.
+        self.pace_until = max(getattr(self, "pace_until", 0.0), time.monotonic()) + count / 25_000
+        out = []
+        for i in range(count):
+            n = self.lines + i
+            if n % 10 == 0:
+                rule, _, text = KEYWORDS[(n // 10) % len(KEYWORDS)]
+                self.keywords[rule] += 1
+                out.append(text)
+            else:
+                out.append(NOISE.format(n))
+        self.lines += count
+        self.handle.write("\n".join(out) + "\n")
+        self.handle.flush()
+        time.sleep(max(0.0, self.pace_until - time.monotonic()))
+
+    def reopen(self) -> None:
+        self.handle.close()
+        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def rename_rotation(self) -> None:  # RotatingFileHandler: shift backups, rename, reopen
+        for i in range(4, 0, -1):
+            older = self.directory / f"tradingagents.log.{i}"
+            if older.exists():
+                older.rename(self.directory / f"tradingagents.log.{i + 1}")
+        self.path.rename(self.directory / "tradingagents.log.1")
+        self.reopen()
+
+    def logrotate(self, tmp_path, *directives: str, keep_writing_old: int = 0) -> None:
+        conf = tmp_path / "lr.conf"
+        conf.write_text(f"{self.path} {{\n rotate 3\n " + "\n ".join(directives) + "\n}\n")
+        subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "lr.state"), str(conf)], check=True)
+        for _ in range(keep_writing_old):  # the server ignores the reopen signal for a while
+            self.batch(1000)
+        self.reopen()
+
+    def delete_and_recreate(self) -> None:
+        self.path.unlink()
+        self.reopen()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@needs_logrotate
+def test_torture_500k_lines_mixed_rotations_and_a_kill_9(tmp_path, sidecars):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = Writer(logs)
+    sidecar = sidecars(tmp_path, "--log", f"app={writer.path}").start()
+    rotations = [
+        writer.rename_rotation,
+        lambda: writer.logrotate(tmp_path, "create", keep_writing_old=3),
+        lambda: writer.logrotate(tmp_path, "copytruncate"),  # writer paused: it is this thread
+        writer.delete_and_recreate,
+        lambda: writer.logrotate(tmp_path, "create", "compress", "delaycompress", keep_writing_old=2),
+    ]
+    started = time.monotonic()
+    for round_number in range(12):
+        for _ in range(40):
+            writer.batch(1000)
+        rotations[round_number % len(rotations)]()
+        if round_number == int(
+            os.environ.get("KILL_ROUND", "6")
+        ):  # kill -9 mid-run; lines keep coming and a rename happens while down
+            sidecar.kill9()
+            writer.batch(5000)
+            writer.rename_rotation()
+            writer.batch(5000)
+            sidecar = sidecars(tmp_path, "--log", f"app={writer.path}").start()
+    writer.batch(12_000)
+    elapsed = time.monotonic() - started
+    writer.close()
+    assert writer.lines >= 500_000
+    print(f"torture: {writer.lines} lines in {elapsed:.1f} s ({writer.lines / elapsed:.0f} lines/s)")
+
+    def all_counted() -> bool:
+        return all(sidecar.events(rule, severity) == writer.keywords[rule] for rule, severity, _ in KEYWORDS)
+
+    def progress() -> str:
+        counted = {rule: sidecar.events(rule, severity) for rule, severity, _ in KEYWORDS}
+        lines = sidecar.value("logmonitor_lines_total", stream="app")
+        return f"written {writer.keywords} in {writer.lines} lines, counted {counted} in {lines}\n{sidecar.stderr()}"
+
+    wait_for(all_counted, timeout=60, what=progress)
+    time.sleep(0.5)
+    assert all_counted()
+    assert sidecar.value("logmonitor_lines_total", stream="app") == writer.lines
+    assert sidecar.value("logmonitor_truncations_total", stream="app") >= 2
