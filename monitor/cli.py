@@ -75,8 +75,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--listen", metavar="HOST:PORT", help="address of /metrics, /healthz, /readyz")
     run.add_argument("--state-dir", metavar="DIR", help="where the checkpoint lives (default: state.directory)")
+    _mongo_flags(run)
     run.set_defaults(command=cmd_run)
+
+    verify = commands.add_parser(
+        "verify", help="check now that every analysis these logs report as finished has its status in MongoDB"
+    )
+    verify.add_argument("files", nargs="+", metavar="FILE")
+    _config_flag(verify)
+    _mongo_flags(verify)
+    verify.add_argument("--format", choices=["table", "json"], default="table")
+    verify.set_defaults(command=cmd_verify)
     return parser
+
+
+def _mongo_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mongo-url", metavar="URL", help="MongoDB URI (default: mongodb.url, $MONGODB_URL, $MONGODB_URL_FILE)"
+    )
+    parser.add_argument("--mongo-db", metavar="NAME", help="database name (default: mongodb.database)")
 
 
 def _config_flag(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         logs=tuple(args.log),
         listen=args.listen,
         state_dir=args.state_dir,
+        mongo_url=args.mongo_url,
+        mongo_db=args.mongo_db,
     )
     if args.listen:
         try:
@@ -166,6 +185,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
     sidecar.run()
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from monitor.sidecar import build_reconciler
+    from monitor.verify import verify
+
+    loaded, matcher = load(args)
+    config = loaded.config
+    # One-shot: check every claim now, no grace, no re-checks; keep every finding for the report.
+    reconcile = config.reconcile.model_copy(
+        update={
+            "grace_seconds": 0.0,
+            "deadline_seconds": 0.0,
+            "findings_kept": 10**7,
+            "stuck": config.reconcile.stuck.model_copy(update={"enabled": False}),
+        }
+    )
+    config = config.model_copy(update={"reconcile": reconcile})
+    reconciler = build_reconciler(config, args.mongo_url, args.mongo_db)
+    try:
+        return verify(config, matcher, [Path(f) for f in args.files], reconciler, args.format)
+    finally:
+        if reconciler is not None:
+            reconciler.mongo.close()
 
 
 def _summary(

@@ -150,6 +150,47 @@ class StateConfig(_Model):
     checkpoint_interval_seconds: float = Field(default=5.0, gt=0)
 
 
+class MongoSettings(_Model):
+    """Where the server's analyses live. No URL at all: the sidecar runs log-only."""
+
+    url: str = ""  # also MONGODB_URL, or a file named by url_file / MONGODB_URL_FILE (a mounted secret)
+    url_file: str = ""
+    database: str = Field(default="tradingagents", min_length=1)
+    collection: str = Field(default="analyses", min_length=1)
+    server_selection_timeout_ms: int = Field(default=3000, ge=100)
+    connect_timeout_ms: int = Field(default=3000, ge=100)
+    socket_timeout_ms: int = Field(default=5000, ge=100)
+    max_time_ms: int = Field(default=2000, ge=10)
+
+
+class ClaimRule(_Model):
+    """A rule whose events claim something about an analysis' status in MongoDB."""
+
+    name: str = Field(pattern=_NAME)  # the `claim` label
+    rule: str
+    id_capture: str = "analysis_id"
+    when: dict[str, str] = Field(default_factory=dict)  # capture -> required value
+    accept: list[str] = Field(min_length=1)  # database statuses that satisfy the claim
+
+
+class StuckSweep(_Model):
+    interval_seconds: float = Field(default=60.0, gt=0)
+    max_analysis_seconds: float = Field(default=1800.0, gt=0)
+    window_seconds: float = Field(default=86400.0, gt=0)  # counts by status over this recent window
+    enabled: bool = True  # run it from one replica only when many sidecars share one database
+
+
+class ReconcileSettings(_Model):
+    grace_seconds: float = Field(default=5.0, ge=0)  # first check this long after the claim
+    deadline_seconds: float = Field(default=120.0, gt=0)  # re-checked until then: writes may land late
+    recheck_interval_seconds: float = Field(default=10.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    max_pending: int = Field(default=100_000, ge=1)
+    findings_kept: int = Field(default=200, ge=1)
+    claims: list[ClaimRule] = Field(default_factory=list)
+    stuck: StuckSweep = StuckSweep()
+
+
 class Config(_Model):
     version: Literal[1] = 1
     metrics: MetricsSettings = MetricsSettings()
@@ -158,7 +199,32 @@ class Config(_Model):
     sources: list[Source] = Field(default_factory=list)
     follow: FollowConfig = FollowConfig()
     state: StateConfig = StateConfig()
+    mongodb: MongoSettings = MongoSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     rules: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _claims_name_rules_and_captures(self) -> Config:
+        rules = {rule.name: rule for rule in self.rules}
+        for claim in self.reconcile.claims:
+            rule = rules.get(claim.rule)
+            if rule is None:
+                raise ValueError(
+                    f"reconcile claim {claim.name!r} names rule {claim.rule!r}, which is not in rules "
+                    f"(rules: {', '.join(rules)})"
+                )
+            captures = set(re.findall(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>", rule.pattern))
+            for capture in [claim.id_capture, *claim.when]:
+                if capture not in captures:
+                    raise ValueError(
+                        f"reconcile claim {claim.name!r}: rule {claim.rule!r} has no capture {capture!r} "
+                        f"(captures: {', '.join(sorted(captures)) or 'none'})"
+                    )
+        names = [c.name for c in self.reconcile.claims]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"reconcile claim name {name!r} is used twice")
+        return self
 
     @field_validator("sources")
     @classmethod

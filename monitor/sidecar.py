@@ -27,9 +27,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from monitor.claims import ClaimExtractor
 from monitor.config import Config, ConfigError, LoadedConfig, load_config, parse_listen
 from monitor.follow import Data, End, Follower, FollowSettings, Identity, Item, Position, StreamSpec
-from monitor.metrics import LogMetrics
+from monitor.metrics import LogMetrics, reconcile_families
+from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
+from monitor.reconcile import Reconciler
 from monitor.scan import Event, Matcher, Scanner, compile_matcher
 from monitor.server import Endpoints, MetricsServer
 from monitor.state import StateStore
@@ -48,6 +51,8 @@ class RunOptions:
     logs: tuple[str, ...] = ()
     listen: str | None = None
     state_dir: str | None = None
+    mongo_url: str | None = None
+    mongo_db: str | None = None
 
 
 def streams_of(config: Config, logs: tuple[str, ...] = ()) -> list[StreamSpec]:
@@ -116,6 +121,9 @@ class Sidecar:
         for result in ("success", "failure"):
             self.metrics.count("config_reloads", (("result", result),), 0)
         self.metrics.count("checkpoint_failures", (), 0)
+        self.reconciler = build_reconciler(config, options.mongo_url, options.mongo_db)
+        if self.reconciler is not None:
+            self._connect_reconciler(config)
         self._clock = clock
         self._lock = threading.RLock()
         self._scanners: dict[int, Scanner] = {}
@@ -125,6 +133,16 @@ class Sidecar:
         self._waker = Waker()
         self.server: MetricsServer | None = None
 
+    def _connect_reconciler(self, config: Config) -> None:
+        reconciler = self.reconciler
+        self._extractor = ClaimExtractor(config.reconcile.claims)
+        self.event_sinks.append(lambda stream, events: reconciler.submit(self._extractor.claims(events, stream)))
+        self.state_savers["reconcile"] = reconciler.snapshot
+        prefix = config.metrics.prefix
+        self.metrics.add_collector(
+            lambda: reconcile_families(prefix, reconciler.stats_snapshot(), reconciler.mongo.stats)
+        )
+
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
@@ -132,6 +150,9 @@ class Sidecar:
         self._restore()
         self.server = MetricsServer(*self.listen, self.endpoints()).start()
         self._waker.start()
+        if self.reconciler is not None:
+            self.reconciler.restore(self.restored_extra.get("reconcile", {}))
+            self.reconciler.start()
         log.info(
             "following %s; metrics on http://%s:%d/metrics; state in %s",
             ", ".join(f"{s.name}={'|'.join(s.paths)}" for s in self.streams),
@@ -164,6 +185,8 @@ class Sidecar:
         if self.server is not None:
             self.server.close()
         self._waker.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         with self._lock:
             self.follower.close()
 
@@ -303,7 +326,14 @@ class Sidecar:
     # -- endpoints, reload ------------------------------------------------------------
 
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.registry, scrape_guard=self._scrape, healthy=self._healthy, ready=self._ready)
+        findings = self.reconciler.recent_findings if self.reconciler is not None else list
+        return Endpoints(
+            self.registry,
+            scrape_guard=self._scrape,
+            healthy=self._healthy,
+            ready=self._ready,
+            json_pages={"/findings": findings},
+        )
 
     def _healthy(self) -> tuple[bool, str]:
         stalled = self._clock() - self._timers.last_loop
@@ -329,12 +359,39 @@ class Sidecar:
             if streams_of(loaded.config, self.options.logs) != self.streams:
                 log.warning("sources changed in the config: restart the sidecar to follow the new ones")
             self.loaded, self.matcher = loaded, matcher
+            if self.reconciler is not None:
+                self._extractor = ClaimExtractor(loaded.config.reconcile.claims)
             for scanner in self._scanners.values():
                 scanner.matcher = matcher
             self.metrics.set_rules(loaded.config)
         self.metrics.count("config_reloads", (("result", "success"),))
         log.info("config reloaded: %d rules", len(matcher.rules))
         return True
+
+
+def build_reconciler(config: Config, mongo_url: str | None, mongo_db: str | None) -> Reconciler | None:
+    """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
+    settings = config.mongodb
+    if mongo_db:
+        settings = settings.model_copy(update={"database": mongo_db})
+    try:
+        url = resolve_url(settings, mongo_url)
+    except MongoQueryError as exc:
+        raise ConfigError(f"mongodb: {exc}; fix the path or the mounted secret") from None
+    if not config.reconcile.claims:
+        return None
+    if not url:
+        log.info(
+            "no MongoDB URL (mongodb.url, MONGODB_URL, MONGODB_URL_FILE or --mongo-url): running log-only, "
+            "claims in the log are not checked against the database"
+        )
+        return None
+    try:
+        gateway = MongoGateway(settings, url)
+    except MongoQueryError as exc:
+        raise ConfigError(f"mongodb.url: {exc}") from None
+    log.info("checking claims against %s, database %s", gateway.where, settings.database)
+    return Reconciler(config.reconcile, gateway, [claim.name for claim in config.reconcile.claims])
 
 
 def _follow_settings(config: Config) -> FollowSettings:

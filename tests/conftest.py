@@ -72,3 +72,94 @@ def no_thread_leaks():
         thread.join(timeout=2)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+# --- MongoDB: a real wire-protocol server -----------------------------------------------------
+
+
+class MongoServer:
+    """SecantusDB (`secantusd-py`) on a free loopback port, or the mongod of $MONGODB_TEST_URL."""
+
+    def __init__(self, storage: str = ":memory:", port: int | None = None) -> None:
+        import socket
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.storage = storage
+        self.url = f"mongodb://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self) -> MongoServer:
+        import shutil
+        import time
+
+        import pymongo
+
+        command = shutil.which("secantusd-py", path=os.path.dirname(sys.executable)) or "secantusd-py"
+        self.proc = subprocess.Popen(
+            [
+                command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                self.storage,
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500)
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    return self
+                except pymongo.errors.PyMongoError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError("SecantusDB did not start") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """One server for the session; each test gets its own database (see `mongo`)."""
+    external = os.environ.get("MONGODB_TEST_URL")
+    if external:
+        yield type("External", (), {"url": external})()
+        return
+    server = MongoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo(mongo_server, request):
+    """(url, database name, pymongo database) for this test; the database is dropped afterwards."""
+    import re
+
+    import pymongo
+
+    name = "t_" + re.sub(r"[^a-zA-Z0-9]", "_", request.node.name)[:50]
+    client = pymongo.MongoClient(mongo_server.url, serverSelectionTimeoutMS=5000)
+    client.drop_database(name)
+    yield mongo_server.url, name, client[name]
+    client.drop_database(name)
+    client.close()

@@ -10,8 +10,9 @@ import subprocess
 import time
 
 import pytest
+from bson import ObjectId
 
-from tests.conftest import MINIMAL_CONFIG, log_line, run_monitor
+from tests.conftest import MINIMAL_CONFIG, REPO, log_line, run_monitor
 from tests.sidecar_process import SidecarProcess, wait_for
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
@@ -264,3 +265,101 @@ def test_torture_500k_lines_mixed_rotations_and_a_kill_9(tmp_path, sidecars):
     assert all_counted()
     assert sidecar.value("logmonitor_lines_total", stream="app") == writer.lines
     assert sidecar.value("logmonitor_truncations_total", stream="app") >= 2
+
+
+# --- with MongoDB ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_config(tmp_path):
+    """The shipped profile with reconcile timings short enough for a test."""
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    for old, new in [
+        ("grace_seconds: 5 ", "grace_seconds: 0.1 "),
+        ("deadline_seconds: 120", "deadline_seconds: 2"),
+        ("recheck_interval_seconds: 10", "recheck_interval_seconds: 0.3"),
+        ("interval_seconds: 60", "interval_seconds: 1"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "fast.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check_count(sidecar, claim: str, outcome: str) -> float:
+    return sidecar.value("tradingagents_analysis_checks_total", claim=claim, outcome=outcome)
+
+
+def test_claims_are_checked_in_mongo_and_findings_served(tmp_path, sidecars, mongo, fast_config):
+    url, name, db = mongo
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log), "--mongo-url", url, "--mongo-db", name, config=fast_config).start()
+    ok = str(db.analyses.insert_one({"status": "completed"}).inserted_id)
+    lost = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    append(
+        log,
+        log_line(f"✅ 分析完成状态已更新到数据库: {ok}")
+        + "\n"
+        + log_line(f"✅ 分析完成状态已更新到数据库: {lost}")
+        + "\n",
+    )
+    claim = "completed_status_written"
+    wait_for(lambda: check_count(sidecar, claim, "confirmed") == 1, what="confirmed")
+    wait_for(lambda: check_count(sidecar, claim, "status_mismatch") == 1, what="mismatch after the deadline")
+    assert sidecar.value("tradingagents_mongo_up") == 1
+    assert sidecar.value("tradingagents_analysis_checks_pending") == 0
+    findings = json.loads(sidecar.get("/findings")[1])
+    assert [(f["analysis_id"], f["outcome"], f["mongo"]["status"]) for f in findings] == [
+        (lost, "status_mismatch", "pending")
+    ]
+    assert f'"analysis_id": "{lost}"' in sidecar.stderr()  # one structured log line
+
+
+def test_mongo_down_at_start_then_up_keeps_claims_and_a_hung_server_blocks_nothing(tmp_path, sidecars, fast_config):
+    from tests.conftest import MongoServer
+    from tests.test_reconcile import StallingProxy
+
+    proxy = StallingProxy()  # first a server that accepts connections and never answers
+    server = MongoServer()
+    log = tmp_path / "app.log"
+    log.touch()
+    try:
+        sidecar = sidecars(tmp_path, "--log", str(log), "--mongo-url", proxy.url, config=fast_config).start()
+        ids = [str(ObjectId()) for _ in range(3)]
+        append(log, "".join(log_line(f"✅ 分析完成状态已更新到数据库: {i}") + "\n" for i in ids))
+        append(log, TIMEOUT, 5)
+        wait_for(lambda: sidecar.events(RULE) == 5, what="lines counted while MongoDB hangs")
+        wait_for(
+            lambda: sidecar.value("tradingagents_mongo_errors_total", operation="find_statuses") >= 1,
+            what="a failed check",
+        )
+        assert sidecar.value("tradingagents_mongo_up") == 0
+        assert sidecar.value("tradingagents_analysis_checks_pending") == 3
+        sidecar.kill9()  # the pending claims were checkpointed: a restart must not lose them
+    finally:
+        proxy.close()
+    server = MongoServer(port=int(proxy.url.rsplit(":", 1)[1])).start()
+    try:
+        import pymongo
+
+        client = pymongo.MongoClient(server.url)
+        client.tradingagents.analyses.insert_many([{"_id": ObjectId(i), "status": "completed"} for i in ids])
+        client.close()
+        sidecar = sidecars(tmp_path, "--log", str(log), "--mongo-url", server.url, config=fast_config).start()
+        wait_for(lambda: check_count(sidecar, "completed_status_written", "confirmed") == 3, what="3 confirmed")
+        assert sidecar.value("tradingagents_mongo_up") == 1
+        assert sidecar.events(RULE) == 5
+    finally:
+        server.stop()
+
+
+def test_without_a_mongo_url_it_runs_log_only_and_says_so(tmp_path, sidecars):
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log), env={"MONGODB_URL": "", "MONGODB_URL_FILE": ""}).start()
+    append(log, TIMEOUT)
+    wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
+    assert "running log-only" in sidecar.stderr()
+    assert ("tradingagents_mongo_up", ()) not in sidecar.metrics()

@@ -1,0 +1,61 @@
+"""Claims: what a log line asserts about an analysis' status in MongoDB.
+
+Plain data and pure functions: which events make which claim is configured
+(`reconcile.claims` in config.yaml), and an id from the log is validated here
+before anything else sees it. Only a 24-hex-digit ObjectId ever reaches a
+query; anything else (the UUID of the in-memory fallback, a crafted line) is
+an `invalid_id` outcome without a query.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from monitor.config import ClaimRule
+from monitor.scan import Event
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One analysis id and what the log says its persisted status must be."""
+
+    analysis_id: str
+    claim: str  # the configured claim's name: the `claim` label
+    accept: tuple[str, ...]  # statuses that satisfy it
+    logged_at: float  # the line's own timestamp
+    stream: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.analysis_id, self.claim)
+
+
+def is_object_id(value: str) -> bool:
+    """A MongoDB ObjectId in its log form: exactly 24 lowercase hex digits."""
+    return bool(_OBJECT_ID.fullmatch(value))
+
+
+class ClaimExtractor:
+    """Turns scanned events into claims according to the configured claim rules."""
+
+    def __init__(self, claim_rules: Iterable[ClaimRule]) -> None:
+        self._by_rule: dict[str, list[ClaimRule]] = {}
+        for claim_rule in claim_rules:
+            self._by_rule.setdefault(claim_rule.rule, []).append(claim_rule)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_rule)
+
+    def claims(self, events: Iterable[Event], stream: str) -> list[Claim]:
+        out = []
+        for event in events:
+            for claim_rule in self._by_rule.get(event.rule, ()):
+                if any(event.captures.get(k) != v for k, v in claim_rule.when.items()):
+                    continue
+                analysis_id = event.captures.get(claim_rule.id_capture, "")
+                out.append(Claim(analysis_id, claim_rule.name, tuple(claim_rule.accept), event.time, stream))
+        return out

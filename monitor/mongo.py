@@ -1,0 +1,182 @@
+"""MongoDB: the one long-lived PyMongo client of the process, and the only queries we make.
+
+The server's bug was an async client driven from the wrong event loop. Here
+there is no event loop at all: one synchronous `MongoClient`, created once,
+used only by its owner (the reconcile thread, or the `verify` command), with
+explicit server-selection, connect and socket timeouts and `maxTimeMS` on
+every query, so a hung server costs a bounded wait, never a stuck sidecar.
+
+Every query is read-only, uses indexed fields only (`_id`, `status`,
+`created_at`) and projects only the status fields. Ids arrive as validated
+ObjectIds; nothing from a log line is ever interpreted as a query operator.
+The URI's password never appears in a log line, a metric or an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+from pymongo import MongoClient
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
+
+from monitor.config import MongoSettings
+from monitor.histogram import QUERY_BUCKETS, Histogram
+
+log = logging.getLogger(__name__)
+
+STATUS_FIELDS = {"status": 1, "created_at": 1, "completed_at": 1}
+_CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+
+
+class MongoUnavailableError(Exception):
+    """The server could not be reached (or timed out): try again later, keep the claims."""
+
+
+class MongoQueryError(Exception):
+    """The server answered with an error: the query itself failed."""
+
+
+def redact(text: str) -> str:
+    """Hide the password of any MongoDB URI in `text`."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def resolve_url(settings: MongoSettings, flag: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """The URI to use: --mongo-url, else the config's url, else $MONGODB_URL, else a file
+    (config url_file or $MONGODB_URL_FILE, as Docker and Kubernetes mount secrets). "" means log-only."""
+    environ = dict(os.environ) if environ is None else environ
+    for candidate in (flag, settings.url, environ.get("MONGODB_URL")):
+        if candidate:
+            return candidate.strip()
+    path = settings.url_file or environ.get("MONGODB_URL_FILE", "")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MongoQueryError(f"cannot read the MongoDB URL file {path}: {exc.strerror or exc}") from None
+    return ""
+
+
+@dataclass
+class MongoStats:
+    """What the gateway has seen, as plain values for the metrics stage."""
+
+    up: bool = False
+    errors: dict[str, int] = field(default_factory=dict)
+    durations: dict[str, Histogram] = field(default_factory=dict)
+
+    def observe(self, operation: str, seconds: float) -> None:
+        self.durations.setdefault(operation, Histogram(QUERY_BUCKETS)).observe(seconds)
+
+
+class MongoGateway:
+    """Owns the MongoClient; every method is a bounded, read-only query."""
+
+    def __init__(
+        self,
+        settings: MongoSettings,
+        url: str,
+        clock: Callable[[], float] = time.monotonic,
+        client_factory: Callable[..., MongoClient] = MongoClient,
+    ) -> None:
+        self.settings = settings
+        self.where = redact(url)
+        self.stats = MongoStats()
+        self._clock = clock
+        try:
+            self._client = client_factory(
+                url,
+                serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+                connectTimeoutMS=settings.connect_timeout_ms,
+                socketTimeoutMS=settings.socket_timeout_ms,
+                maxPoolSize=4,
+                appname="tradingagents-logmonitor",
+                connect=False,  # never block start-up on the database
+                tz_aware=False,  # the server writes naive UTC datetimes
+            )
+        except (PyMongoError, ValueError, TypeError) as exc:
+            raise MongoQueryError(f"invalid MongoDB URL {self.where}: {redact(str(exc))}") from None
+        self._collection = self._client[settings.database][settings.collection]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> bool:
+        try:
+            self._run("ping", lambda: self._client.admin.command("ping"))
+        except (MongoUnavailableError, MongoQueryError):
+            return False
+        return True
+
+    def find_statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """{id: document with the status fields} for the ids that exist; ids must be validated."""
+        object_ids = [ObjectId(i) for i in ids]
+
+        def query() -> dict[str, dict[str, Any]]:
+            cursor = self._collection.find({"_id": {"$in": object_ids}}, STATUS_FIELDS)
+            return {str(doc["_id"]): doc for doc in cursor.max_time_ms(self.settings.max_time_ms)}
+
+        return self._run("find_statuses", query)
+
+    def count_stuck(self, older_than: timedelta) -> tuple[int, list[dict[str, Any]]]:
+        """Documents still pending long after created_at: their count and the oldest few."""
+        cutoff = _utcnow() - older_than
+        selector = {"status": "pending", "created_at": {"$lt": cutoff}}
+        count = self._run(
+            "count_stuck",
+            lambda: self._collection.count_documents(selector, maxTimeMS=self.settings.max_time_ms),
+        )
+        oldest = self._run(
+            "list_stuck",
+            lambda: list(
+                self._collection.find(selector, {"created_at": 1, "stock_code": 1})
+                .sort("created_at", 1)
+                .limit(20)
+                .max_time_ms(self.settings.max_time_ms)
+            ),
+        )
+        return count, oldest
+
+    def counts_by_status(self, window: timedelta) -> dict[str, int]:
+        """Documents created within `window`, counted by status (uses the created_at index)."""
+        pipeline = [
+            {"$match": {"created_at": {"$gte": _utcnow() - window}}},
+            {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+        ]
+        rows = self._run(
+            "counts_by_status",
+            lambda: list(self._collection.aggregate(pipeline, maxTimeMS=self.settings.max_time_ms)),
+        )
+        return {str(row["_id"]): int(row["n"]) for row in rows}
+
+    def _run(self, operation: str, query: Callable[[], Any]) -> Any:
+        started = self._clock()
+        try:
+            result = query()
+        except (ConnectionFailure, ExecutionTimeout) as exc:
+            self._failed(operation)
+            raise MongoUnavailableError(f"{operation} on {self.where}: {redact(str(exc))}") from None
+        except PyMongoError as exc:
+            self._failed(operation)
+            self.stats.up = True  # it answered, with an error
+            raise MongoQueryError(f"{operation} on {self.where}: {redact(str(exc))}") from None
+        self.stats.observe(operation, self._clock() - started)
+        self.stats.up = True
+        return result
+
+    def _failed(self, operation: str) -> None:
+        self.stats.errors[operation] = self.stats.errors.get(operation, 0) + 1
+        self.stats.up = False
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -1,0 +1,341 @@
+"""Reconcile: check every claim the log makes against MongoDB, and find stuck analyses.
+
+Claims arrive from the follow loop through `submit` (never blocks: a bounded
+map, overflow counted) and are checked by this stage's own thread in batches
+once their grace delay has passed. A claim not satisfied yet is re-checked
+until its deadline, because the server's write may land late; only then is it
+a mismatch. While MongoDB is unreachable nothing is decided: claims wait.
+
+Outcomes: `confirmed`; `status_mismatch` (the document holds another status,
+e.g. still `pending`, or `completed` where the log said failed); `not_found`;
+`invalid_id` (not an ObjectId, e.g. the UUID of the in-memory fallback);
+`error` (the server kept answering with an error until the deadline).
+
+Each outcome other than `confirmed` is a *finding*: logged once as one JSON
+line and kept (the most recent N) for `/findings`, so an operator sees which
+analyses to repair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.claims import Claim, is_object_id
+from monitor.config import ReconcileSettings
+from monitor.histogram import DELAY_BUCKETS, Histogram
+from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
+
+log = logging.getLogger(__name__)
+findings_log = logging.getLogger("monitor.findings")
+
+OUTCOMES = ("confirmed", "status_mismatch", "not_found", "invalid_id", "error")
+
+
+@dataclass
+class _Pending:
+    claim: Claim
+    seen_at: float  # wall time the claim was read: grace and deadline count from here
+    next_check: float
+    attempts: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One analysis whose status the log claims but MongoDB does not hold (or a stuck one)."""
+
+    analysis_id: str
+    claim: str
+    outcome: str
+    expected: list[str]
+    mongo: dict[str, Any] | None  # what the database holds (status fields), None if nothing
+    logged_at: str
+    checked_at: str
+    stream: str = ""
+    detail: str = ""
+
+
+@dataclass
+class ReconcileStats:
+    """Plain values for the metrics stage."""
+
+    checks: dict[tuple[str, str], int] = field(default_factory=dict)
+    pending: int = 0
+    dropped: int = 0
+    stuck: int | None = None
+    by_status: dict[str, int] = field(default_factory=dict)
+    delay: Histogram = field(default_factory=lambda: Histogram(DELAY_BUCKETS))
+
+
+class Reconciler:
+    """Holds pending claims, checks them in batches, sweeps for stuck analyses."""
+
+    def __init__(
+        self,
+        settings: ReconcileSettings,
+        mongo: MongoGateway,
+        claim_names: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.mongo = mongo
+        self.stats = ReconcileStats()
+        for name in claim_names:
+            for outcome in OUTCOMES:
+                self.stats.checks[(name, outcome)] = 0
+        self.findings: deque[Finding] = deque(maxlen=settings.findings_kept)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._reported_stuck: dict[str, None] = {}
+        self._next_sweep = 0.0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the follow loop's side -------------------------------------------------------
+
+    def submit(self, claims: Iterable[Claim]) -> None:
+        """Queue claims for checking; returns at once (called under the follow loop's lock)."""
+        now = self._clock()
+        with self._lock:
+            for claim in claims:
+                if claim.key in self._pending:
+                    continue  # the same claim read twice (a re-read after restart): one check
+                if not is_object_id(claim.analysis_id):
+                    self._decide(claim, "invalid_id", None, now, detail="not a 24-hex-digit ObjectId: never queried")
+                    continue
+                if len(self._pending) >= self.settings.max_pending:
+                    self.stats.dropped += 1
+                    continue
+                self._pending[claim.key] = _Pending(claim, now, now + self.settings.grace_seconds)
+            self.stats.pending = len(self._pending)
+
+    # -- the thread --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.mongo.settings.socket_timeout_ms / 1000 + 2)
+        self.mongo.close()
+
+    def _loop(self) -> None:
+        self.mongo.ping()
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the checker must outlive any surprise in a database answer
+                log.exception("reconcile round failed; retrying")
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def run_once(self) -> None:
+        """One round: every due claim checked (in batches), then the stuck sweep if due."""
+        while not self._stop.is_set():
+            due = self._due(self._clock())
+            if not due:
+                break
+            if not self._check(due):
+                break  # MongoDB unreachable: try again next round
+        if self.settings.stuck.enabled and self._clock() >= self._next_sweep:
+            self._next_sweep = self._clock() + self.settings.stuck.interval_seconds
+            self._sweep()
+
+    def _due(self, now: float) -> list[_Pending]:
+        with self._lock:
+            due = [p for p in self._pending.values() if p.next_check <= now]
+        due.sort(key=lambda p: p.next_check)
+        return due[: self.settings.batch_size]
+
+    def _check(self, batch: list[_Pending]) -> bool:
+        ids = sorted({p.claim.analysis_id for p in batch})
+        error = ""
+        try:
+            documents = self.mongo.find_statuses(ids)
+        except MongoUnavailableError as exc:
+            self._postpone(batch)
+            log.warning("MongoDB unreachable, %d claim(s) wait: %s", len(self._pending), exc)
+            return False
+        except MongoQueryError as exc:
+            documents, error = None, str(exc)
+        now = self._clock()
+        with self._lock:
+            for pending in batch:
+                if pending.claim.key not in self._pending:
+                    continue
+                self._judge(pending, documents, error, now)
+            self.stats.pending = len(self._pending)
+        return True
+
+    def _judge(self, pending: _Pending, documents: dict[str, dict] | None, error: str, now: float) -> None:
+        claim = pending.claim
+        pending.attempts += 1
+        document = None if documents is None else documents.get(claim.analysis_id)
+        status = document.get("status") if document else None
+        if status in claim.accept:
+            del self._pending[claim.key]
+            self.stats.delay.observe(max(now - pending.seen_at, 0.0))
+            self._count(claim.claim, "confirmed")
+            return
+        if now < pending.seen_at + self.settings.deadline_seconds:
+            pending.next_check = now + self.settings.recheck_interval_seconds
+            pending.last_error = error
+            return
+        del self._pending[claim.key]
+        if documents is None:
+            self._decide(claim, "error", None, now, detail=error)
+        else:
+            self._decide(claim, "status_mismatch" if document else "not_found", document, now)
+
+    def _postpone(self, batch: list[_Pending]) -> None:
+        retry = self._clock() + self.settings.recheck_interval_seconds
+        with self._lock:
+            for pending in batch:
+                pending.next_check = retry
+
+    def _decide(self, claim: Claim, outcome: str, document: dict | None, now: float, detail: str = "") -> None:
+        self._count(claim.claim, outcome)
+        finding = Finding(
+            analysis_id=claim.analysis_id,
+            claim=claim.claim,
+            outcome=outcome,
+            expected=list(claim.accept),
+            mongo=_plain(document),
+            logged_at=_iso(claim.logged_at),
+            checked_at=_iso(now),
+            stream=claim.stream,
+            detail=detail,
+        )
+        self.findings.append(finding)
+        findings_log.warning("finding %s", json.dumps(asdict(finding), ensure_ascii=True))
+
+    def _count(self, claim: str, outcome: str) -> None:
+        key = (claim, outcome)
+        self.stats.checks[key] = self.stats.checks.get(key, 0) + 1
+
+    # -- the stuck sweep -----------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        stuck = self.settings.stuck
+        try:
+            count, oldest = self.mongo.count_stuck(timedelta(seconds=stuck.max_analysis_seconds))
+            by_status = self.mongo.counts_by_status(timedelta(seconds=stuck.window_seconds))
+        except (MongoUnavailableError, MongoQueryError) as exc:
+            log.warning("stuck sweep skipped: %s", exc)
+            return
+        now = self._clock()
+        with self._lock:
+            self.stats.stuck = count
+            self.stats.by_status = by_status
+            for document in oldest:
+                analysis_id = str(document.get("_id"))
+                if analysis_id in self._reported_stuck:
+                    continue
+                self._reported_stuck[analysis_id] = None
+                if len(self._reported_stuck) > 10_000:  # bounded memory of what was said
+                    self._reported_stuck.pop(next(iter(self._reported_stuck)))
+                claim = Claim(analysis_id, "stuck_pending", ("completed", "failed", "cancelled"), now, "")
+                self._decide_stuck(claim, document, now)
+
+    def _decide_stuck(self, claim: Claim, document: dict, now: float) -> None:
+        finding = Finding(
+            analysis_id=claim.analysis_id,
+            claim="stuck_pending",
+            outcome="stuck",
+            expected=list(claim.accept),
+            mongo=_plain(document),
+            logged_at="",
+            checked_at=_iso(now),
+            detail=f"still pending more than {self.settings.stuck.max_analysis_seconds:.0f} s after created_at",
+        )
+        self.findings.append(finding)
+        findings_log.warning("finding %s", json.dumps(asdict(finding), ensure_ascii=True))
+
+    # -- state -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "pending": [
+                    {
+                        "id": p.claim.analysis_id,
+                        "claim": p.claim.claim,
+                        "accept": list(p.claim.accept),
+                        "logged_at": p.claim.logged_at,
+                        "stream": p.claim.stream,
+                        "seen_at": p.seen_at,
+                    }
+                    for p in self._pending.values()
+                ],
+                "checks": [[claim, outcome, n] for (claim, outcome), n in self.stats.checks.items()],
+                "dropped": self.stats.dropped,
+                "delay": self.stats.delay.snapshot(),
+            }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        now = self._clock()
+        with self._lock:
+            for item in data.get("pending", []):
+                claim = Claim(
+                    str(item["id"]),
+                    str(item["claim"]),
+                    tuple(item["accept"]),
+                    float(item["logged_at"]),
+                    str(item.get("stream", "")),
+                )
+                if is_object_id(claim.analysis_id) and len(self._pending) < self.settings.max_pending:
+                    seen = float(item["seen_at"])
+                    self._pending[claim.key] = _Pending(claim, seen, max(now, seen + self.settings.grace_seconds))
+            for claim, outcome, n in data.get("checks", []):
+                self.stats.checks[(str(claim), str(outcome))] = int(n)
+            self.stats.dropped = int(data.get("dropped", 0))
+            self.stats.delay.restore(data.get("delay", {}))
+            self.stats.pending = len(self._pending)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def stats_snapshot(self) -> ReconcileStats:
+        """A copy for a scrape on another thread."""
+        with self._lock:
+            delay = Histogram(
+                self.stats.delay.bounds, list(self.stats.delay.counts), self.stats.delay.total, self.stats.delay.count
+            )
+            return ReconcileStats(
+                dict(self.stats.checks),
+                len(self._pending),
+                self.stats.dropped,
+                self.stats.stuck,
+                dict(self.stats.by_status),
+                delay,
+            )
+
+    def recent_findings(self) -> list[dict[str, Any]]:
+        """The most recent findings, newest first (the /findings page)."""
+        with self._lock:
+            return [asdict(f) for f in reversed(self.findings)]
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def _plain(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A document's status fields as JSON-safe values (ObjectId, datetime -> str)."""
+    if document is None:
+        return None
+    return {k: v if isinstance(v, str | int | float | bool | type(None)) else str(v) for k, v in document.items()}

@@ -1,0 +1,99 @@
+"""`monitor verify`: scan old logs, check every claim in MongoDB now, list what was not persisted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from monitor.claims import ClaimExtractor
+from monitor.config import Config, ConfigError
+from monitor.readfiles import LogReadError, read_chunks
+from monitor.reconcile import Finding, Reconciler
+from monitor.scan import Matcher, Scanner
+
+EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def verify(
+    config: Config,
+    matcher: Matcher,
+    files: list[Path],
+    reconciler: Reconciler | None,
+    output: str,
+    out: TextIO = sys.stdout,
+) -> int:
+    if reconciler is None:
+        raise ConfigError(
+            "mongodb: no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url"
+            if config.reconcile.claims
+            else "reconcile.claims: no claims configured, nothing to verify"
+        )
+    extractor = ClaimExtractor(config.reconcile.claims)
+    errors = []
+    claims = 0
+    for path in files:
+        scanner = Scanner(matcher, config.scan.max_line_bytes)
+        try:
+            for chunk in read_chunks(path, config.scan.read_chunk_bytes):
+                found = extractor.claims(scanner.feed(chunk), str(path))
+                claims += len(found)
+                reconciler.submit(found)
+        except LogReadError as exc:
+            errors.append(str(exc))
+        found = extractor.claims(scanner.flush(), str(path))
+        claims += len(found)
+        reconciler.submit(found)
+    logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
+    reconciler.run_once()
+    for error in errors:
+        print(f"monitor: {error}", file=sys.stderr)
+    if reconciler.pending_count():
+        print(
+            f"monitor: MongoDB at {reconciler.mongo.where} is unreachable: {reconciler.pending_count()} claim(s) "
+            "not checked; check the URL and the network",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    findings = list(reconciler.findings)
+    checks = reconciler.stats_snapshot().checks
+    confirmed = sum(n for (_, outcome), n in checks.items() if outcome == "confirmed")
+    if output == "json":
+        print(
+            json.dumps(
+                {
+                    "claims": claims,
+                    "confirmed": confirmed,
+                    "not_persisted": [asdict(f) for f in findings],
+                    "errors": errors,
+                },
+                ensure_ascii=False,
+                indent=2,
+            ),
+            file=out,
+        )
+    else:
+        _print_table(findings, claims, confirmed, out)
+    if errors:
+        return EXIT_BAD_INPUT
+    return EXIT_FOUND if findings else EXIT_OK
+
+
+def _print_table(findings: list[Finding], claims: int, confirmed: int, out: TextIO) -> None:
+    console = Console(file=out, width=None if out.isatty() else 200, highlight=False)
+    console.print(f"{claims} claim(s) in the logs, {confirmed} confirmed in MongoDB, {len(findings)} not persisted")
+    if not findings:
+        return
+    table = Table(title="analyses whose status the log claims but MongoDB does not hold", title_justify="left")
+    for column in ("analysis id", "claim", "outcome", "expected", "MongoDB holds"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        holds = "nothing" if f.mongo is None else f"status={f.mongo.get('status')!r}"
+        table.add_row(f.analysis_id, f.claim, f.outcome, "|".join(f.expected), holds if not f.detail else f.detail)
+    console.print(table)

@@ -1,0 +1,47 @@
+import pytest
+
+from monitor.config import MongoSettings
+from monitor.mongo import MongoGateway, MongoQueryError, redact, resolve_url
+
+
+def test_redact_hides_passwords_only():
+    assert redact("mongodb://ta:s3cr%40t@db:27017/x?authSource=admin") == "mongodb://ta:***@db:27017/x?authSource=admin"
+    assert redact("failed: mongodb+srv://u:p@cluster/db") == "failed: mongodb+srv://u:***@cluster/db"
+    assert redact("mongodb://db:27017") == "mongodb://db:27017"
+
+
+def test_url_precedence_flag_config_env_file(tmp_path):
+    secret = tmp_path / "mongodb-url"
+    secret.write_text("mongodb://from-file:27017\n")
+    environ = {"MONGODB_URL_FILE": str(secret)}
+    assert resolve_url(MongoSettings(), environ=environ) == "mongodb://from-file:27017"
+    environ["MONGODB_URL"] = "mongodb://from-env"
+    assert resolve_url(MongoSettings(), environ=environ) == "mongodb://from-env"
+    assert resolve_url(MongoSettings(url="mongodb://from-config"), environ=environ) == "mongodb://from-config"
+    assert resolve_url(MongoSettings(url="mongodb://from-config"), "mongodb://flag", environ) == "mongodb://flag"
+    assert resolve_url(MongoSettings(), environ={}) == ""
+
+
+def test_unreadable_url_file_is_explained(tmp_path):
+    with pytest.raises(MongoQueryError, match=r"cannot read the MongoDB URL file .*absent"):
+        resolve_url(MongoSettings(url_file=str(tmp_path / "absent")), environ={})
+
+
+def test_invalid_url_never_shows_the_password():
+    with pytest.raises(MongoQueryError) as info:
+        MongoGateway(MongoSettings(), "mongodb://user:hunter2@host:notaport")
+    assert "hunter2" not in str(info.value)
+    assert "user:***@" in str(info.value)
+
+
+def test_queries_project_status_fields_only(mongo):
+    url, name, db = mongo
+    analysis = db.analyses.insert_one(
+        {"status": "completed", "result_data": {"big": "x" * 1000}, "user_id": "u1"}
+    ).inserted_id
+    gateway = MongoGateway(MongoSettings(database=name), url)
+    found = gateway.find_statuses([str(analysis)])
+    assert set(found[str(analysis)]) == {"_id", "status"}
+    assert gateway.ping() is True
+    assert gateway.stats.up is True
+    gateway.close()

@@ -1,0 +1,79 @@
+"""`monitor verify` end to end against a real MongoDB wire-protocol server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from bson import ObjectId
+
+from tests.conftest import log_line, run_monitor
+
+
+def write_log(path, lines: list[str]) -> None:
+    path.write_text("".join(log_line(line) + "\n" for line in lines), encoding="utf-8")
+
+
+def test_lists_the_analyses_whose_status_was_not_persisted(tmp_path, mongo):
+    url, name, db = mongo
+    ok = str(db.analyses.insert_one({"status": "completed"}).inserted_id)
+    lost = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    wrong = str(db.analyses.insert_one({"status": "completed"}).inserted_id)
+    missing = str(ObjectId())
+    fallback = str(uuid.uuid4())
+    log = tmp_path / "tradingagents.log"
+    write_log(
+        log,
+        [
+            f"✅ 分析完成状态已更新到数据库: {ok}",
+            f"分析 {ok} 完成，成功: True",
+            f"✅ 分析完成状态已更新到数据库: {lost}",
+            f"✅ 分析失败状态已更新到数据库: {wrong}",
+            f"✅ 分析完成状态已更新到数据库: {missing}",
+            f"分析 {fallback} 执行失败: 数据源超时",
+            "MongoDB操作超时",
+        ],
+    )
+    result = run_monitor("verify", str(log), "--mongo-url", url, "--mongo-db", name, "--format", "json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["claims"], report["confirmed"]) == (6, 2)
+    problems = {(f["analysis_id"], f["claim"], f["outcome"]) for f in report["not_persisted"]}
+    assert problems == {
+        (lost, "completed_status_written", "status_mismatch"),
+        (wrong, "failed_status_written", "status_mismatch"),
+        (missing, "completed_status_written", "not_found"),
+        (fallback, "worker_raised", "invalid_id"),
+    }
+    table = run_monitor("verify", str(log), "--mongo-url", url, "--mongo-db", name)
+    assert table.returncode == 1
+    assert "6 claim(s) in the logs, 2 confirmed in MongoDB, 4 not persisted" in table.stdout
+    assert lost in table.stdout and "status='pending'" in table.stdout
+
+
+def test_all_persisted_exits_0_and_url_from_the_environment(tmp_path, mongo):
+    url, name, db = mongo
+    ok = str(db.analyses.insert_one({"status": "failed"}).inserted_id)
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [f"✅ 分析失败状态已更新到数据库: {ok}"])
+    result = run_monitor("verify", str(log), env={"MONGODB_URL": url, "MONGODB_DB_NAME": name})
+    assert result.returncode == 0, result.stderr
+    assert "1 claim(s) in the logs, 1 confirmed in MongoDB, 0 not persisted" in result.stdout
+
+
+def test_unreachable_database_and_missing_url_exit_2_without_the_password(tmp_path):
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [f"✅ 分析完成状态已更新到数据库: {ObjectId()}"])
+    result = run_monitor(
+        "verify",
+        str(log),
+        "--mongo-url",
+        "mongodb://admin:hunter2@127.0.0.1:1/?serverSelectionTimeoutMS=300",
+        env={"MONGODB_URL": ""},
+    )
+    assert result.returncode == 2
+    assert "is unreachable: 1 claim(s) not checked" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    result = run_monitor("verify", str(log), env={"MONGODB_URL": "", "MONGODB_URL_FILE": ""})
+    assert result.returncode == 2
+    assert "no MongoDB URL; pass --mongo-url" in result.stderr
