@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client import CollectorRegistry
 
 from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, Rule, load_config, parse_listen
 from monitor.lines import FramerStats
@@ -138,6 +138,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 setattr(read, name, getattr(read, name) + getattr(scanner.framer.stats, name))
     summary = _summary(metrics, config.rules, paths, errors, read)
     if args.metrics_out:
+        from prometheus_client import write_to_textfile
+
         write_to_textfile(args.metrics_out, registry)
     if args.format == "json":
         print(summary.to_json())

@@ -6,12 +6,12 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich costs 40 ms to import: only the table output pays for it
+    from rich.console import Console
 
-from monitor.config import Rule
+    from monitor.config import Rule
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "success": "green", "info": "cyan"}
 
@@ -40,6 +40,8 @@ class ScanSummary:
 
 
 def print_rules(rules: list[Rule], out: TextIO = sys.stdout) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{len(rules)} rules", title_justify="left")
     for column in ("rule", "severity", "pattern", "labels", "examples"):
         table.add_column(column, overflow="fold")
@@ -51,6 +53,8 @@ def print_rules(rules: list[Rule], out: TextIO = sys.stdout) -> None:
 
 
 def print_scan(summary: ScanSummary, out: TextIO = sys.stdout) -> None:
+    from rich.table import Table
+
     table = Table(
         title=f"{summary.lines} lines, {summary.bytes} bytes in {len(summary.files)} file(s)", title_justify="left"
     )
@@ -79,5 +83,7 @@ def _format_time(value: float | None) -> str:
 
 
 def _console(out: TextIO) -> Console:
+    from rich.console import Console
+
     # Wide enough that a pipe or a file still gets whole rows.
     return Console(file=out, width=None if out.isatty() else 200, highlight=False)

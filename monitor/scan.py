@@ -279,6 +279,7 @@ def _re2_reason(exc: re2.error) -> str:
     return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
 
 
+_EPOCH = datetime(1970, 1, 1)
 _ISO_FORMATS = frozenset(
     {
         "%Y-%m-%d %H:%M:%S,%f",
@@ -299,26 +300,31 @@ class _TimestampReader:
         # strptime costs ~10 us a line; ISO-like formats (logging's default among them) parse in C.
         self._iso = fmt.format in _ISO_FORMATS
         self._zone = ZoneInfo(fmt.timezone)
-        self._last: tuple[bytes, float] = (b"", 0.0)
-        self._last_second: tuple[bytes, float] = (b"", 0.0)
+        self._default_layout = fmt.regex == TimestampFormat().regex and fmt.format == TimestampFormat().format
+        self._hour: tuple[tuple[int, ...], float] = ((), 0.0)
 
     def read(self, line: bytes) -> float | None:
+        if self._default_layout:
+            # logging's asctime at the start of the line: slice it, no regex.
+            head = line[:23]
+            if len(head) == 23 and head[4] == 45 and head[10] == 32 and head[19] == 44 and head[:4].isdigit():
+                return self._parse(head)
+            return None
         match = self._regex.search(line)
         if match is None:
             return None
-        text = match.group(1) if match.groups() else match.group(0)
-        if text == self._last[0]:
-            return self._last[1]
-        if self._iso and text[:19] == self._last_second[0] and text[19:20] in (b",", b".") and text[20:].isdigit():
-            # Same second as the previous line: only the fraction differs (most lines of a busy log).
-            return self._last_second[1] + int(text[20:]) / 10 ** len(text[20:])
+        return self._parse(match.group(1) if match.groups() else match.group(0))
+
+    def _parse(self, text: bytes) -> float | None:
         try:
             decoded = text.decode("utf-8")
             parsed = datetime.fromisoformat(decoded) if self._iso else datetime.strptime(decoded, self._format)
         except ValueError:
             return None
-        value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=self._zone)).timestamp()
-        self._last = (text, value)
-        if self._iso and parsed.tzinfo is None:
-            self._last_second = (text[:19], value - parsed.microsecond / 1e6)
-        return value
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
+        # Zone offsets change at most on the hour: one zoneinfo look-up per hour of log.
+        hour = (parsed.year, parsed.month, parsed.day, parsed.hour)
+        if hour != self._hour[0]:
+            self._hour = (hour, parsed.replace(tzinfo=self._zone).utcoffset().total_seconds())
+        return (parsed - _EPOCH).total_seconds() - self._hour[1]

@@ -203,3 +203,31 @@ def test_compile_matcher_replays_examples():
     rules = [rule("r", "MongoDB操作超时", examples=["x MongoDB操作超时", "MongoDB操作失败"])]
     with pytest.raises(ConfigError, match=r"rules.0.examples.1: rule 'r' does not match its own example line"):
         compile_matcher(rules, TimestampFormat(), lambda *loc: ".".join(map(str, loc)))
+
+
+def test_timestamps_across_a_dst_change_match_zoneinfo():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    zone = "America/New_York"
+    matcher = Matcher(RULES, TimestampFormat(timezone=zone))
+    stamps = [
+        "2025-03-09 01:59:59,999",
+        "2025-03-09 03:00:00,000",
+        "2025-11-02 00:59:00,500",
+        "2025-11-02 02:00:00,001",
+        "2025-11-02 02:00:00,002",
+        "2025-10-22 14:20:02,123",
+    ]
+    for stamp in stamps:
+        (event,) = matcher.scan(f"{stamp} | x | MongoDB操作超时\n".encode())
+        expected = datetime.fromisoformat(stamp).replace(tzinfo=ZoneInfo(zone)).timestamp()
+        assert event.time == pytest.approx(expected, abs=1e-6), stamp
+
+
+def test_a_line_without_the_default_timestamp_gets_the_clock():
+    matcher = Matcher(RULES, clock=lambda: 7.0)
+    assert [e.time for e in matcher.scan("2025-10-22T14:20 MongoDB操作超时\nxx MongoDB操作超时\n".encode())] == [
+        7.0,
+        7.0,
+    ]
