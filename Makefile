@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine:
-#   make run    set up .venv and run the sidecar with ./config.yaml
+#   make run    set up .venv and run the demo: a simulated server losing status writes, the sidecar catching them
 #   make test   set up .venv (+ system tools the tests drive) and run the whole suite
+# For a real server: make sidecar (monitor run with ./config.yaml), see README.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint bench setup system-deps clean
+.PHONY: run sidecar test lint bench setup system-deps clean
 
 $(BIN)/monitor: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ system-deps:
 	scripts/install-system-deps
 
 run: setup
+	$(BIN)/python -m demo
+
+sidecar: setup
 	$(BIN)/monitor run --config config.yaml
 
 lint: setup

@@ -76,66 +76,7 @@ def no_thread_leaks():
 
 # --- MongoDB: a real wire-protocol server -----------------------------------------------------
 
-
-class MongoServer:
-    """SecantusDB (`secantusd-py`) on a free loopback port, or the mongod of $MONGODB_TEST_URL."""
-
-    def __init__(self, storage: str = ":memory:", port: int | None = None) -> None:
-        import socket
-
-        if port is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
-        self.storage = storage
-        self.url = f"mongodb://127.0.0.1:{port}"
-        self.proc = None
-
-    def start(self) -> MongoServer:
-        import shutil
-        import time
-
-        import pymongo
-
-        command = shutil.which("secantusd-py", path=os.path.dirname(sys.executable)) or "secantusd-py"
-        self.proc = subprocess.Popen(
-            [
-                command,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--storage-path",
-                self.storage,
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500)
-        deadline = time.monotonic() + 30
-        try:
-            while True:
-                try:
-                    client.admin.command("ping")
-                    return self
-                except pymongo.errors.PyMongoError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError("SecantusDB did not start") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from demo.mongo_server import MongoServer  # noqa: E402 (kept beside the fixtures that use it)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 import pytest
 from bson import ObjectId
 
+from demo.mongo_server import MongoServer
 from monitor.claims import Claim
 from monitor.config import MongoSettings, ReconcileSettings, StuckSweep
 from monitor.mongo import MongoGateway
 from monitor.reconcile import Reconciler
-from tests.conftest import MongoServer
 
 CLAIMS = ["completed_status_written", "failed_status_written"]
 

@@ -318,7 +318,7 @@ def test_claims_are_checked_in_mongo_and_findings_served(tmp_path, sidecars, mon
 
 
 def test_mongo_down_at_start_then_up_keeps_claims_and_a_hung_server_blocks_nothing(tmp_path, sidecars, fast_config):
-    from tests.conftest import MongoServer
+    from demo.mongo_server import MongoServer
     from tests.test_reconcile import StallingProxy
 
     proxy = StallingProxy()  # first a server that accepts connections and never answers

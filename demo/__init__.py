@@ -1,0 +1,1 @@
+"""A one-command demo: a simulated TradingAgents server losing status writes, and the sidecar catching it."""

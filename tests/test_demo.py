@@ -1,0 +1,48 @@
+"""The demo a newcomer runs: every injected fault is caught, and nothing is left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO
+from tests.sidecar_process import free_port, wait_for
+
+
+def test_demo_catches_every_injected_fault_and_cleans_up():
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "--duration", "12", "--plain", "--port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "every fault caught" in result.stdout
+    final = result.stdout.split("--- final")[1]
+    lost = re.search(r"status writes lost \(found in MongoDB\)\s+(\d+) / (\d+) \(\+0 in check\)", final)
+    assert lost and lost.group(1) == lost.group(2) and int(lost.group(1)) > 0
+    assert re.search(r"false alarms\s+0 / 0", final)
+    pids = [int(p) for p in re.search(r"processes: sidecar (\d+), mongodb (\d+)", result.stderr).groups()]
+    assert [p for p in pids if os.path.exists(f"/proc/{p}")] == []
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "demo", "--plain", "--port", str(free_port())],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+
+    def started() -> bool:
+        lines.append(demo.stderr.readline())
+        return lines[-1].startswith("processes:")
+
+    wait_for(started, timeout=60, what="the demo to start")
+    pids = [int(p) for p in re.findall(r"\d+", lines[-1])]
+    time.sleep(1)  # let it run for a moment
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=30) == 0
+    demo.stderr.close()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), timeout=10, what="children gone")
