@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--listen", metavar="HOST:PORT", help="address of /metrics, /healthz, /readyz")
     run.add_argument("--state-dir", metavar="DIR", help="where the checkpoint lives (default: state.directory)")
+    run.add_argument(
+        "--web-config", metavar="FILE", help="TLS and basic auth (Prometheus exporters' web config format)"
+    )
     _mongo_flags(run)
     run.set_defaults(command=cmd_run)
 
@@ -165,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         mongo_url=args.mongo_url,
         mongo_db=args.mongo_db,
+        web_config=args.web_config,
     )
     if args.listen:
         try:

@@ -51,15 +51,18 @@ class Rule(_Model):
     severity: Severity
     pattern: str = Field(min_length=1)
     description: str = ""
-    # capture name -> the values it may take as a label; anything else becomes "other",
-    # so a label can never carry an unbounded value such as an analysis id.
-    labels: dict[str, list[str]] = Field(default_factory=dict)
+    # capture name -> the values it may take as a label, or how many distinct values to admit
+    # (first come, first served); anything else is counted as "other", so a label can never
+    # carry an unbounded value such as an analysis id.
+    labels: dict[str, list[str] | int] = Field(default_factory=dict)
     examples: list[str] = Field(min_length=1)
 
     @field_validator("labels")
     @classmethod
-    def _labels_are_bounded(cls, labels: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _labels_are_bounded(cls, labels: dict[str, list[str] | int]) -> dict[str, list[str] | int]:
         for capture, values in labels.items():
+            if isinstance(values, int) and not 1 <= values <= 1000:
+                raise ValueError(f"label {capture!r}: admit between 1 and 1000 distinct values, not {values}")
             if capture in RESERVED_LABELS:
                 raise ValueError(f"capture {capture!r} cannot be a label: the exporter uses that label name itself")
             if not re.match(_NAME, capture):
@@ -111,7 +114,10 @@ class ScanSettings(_Model):
 class MetricsSettings(_Model):
     prefix: str = Field(default="tradingagents", pattern=_NAME)
     self_prefix: str = Field(default="logmonitor", pattern=_NAME)
+    # Safety net over all rules: beyond this many series, new label combinations count as "other".
+    max_event_series: int = Field(default=10_000, ge=1)
     listen: str = "127.0.0.1:9464"
+    web_config_file: str = ""  # TLS and basic auth, in the Prometheus exporters' format
 
     @field_validator("listen")
     @classmethod

@@ -47,6 +47,7 @@ SELF_COUNTERS = {
     "lost_files": "Checkpointed files not found again at start-up (compressed or deleted while the sidecar was down).",
     "config_reloads": "Config reloads on SIGHUP, by result.",
     "checkpoint_failures": "Checkpoint writes that failed (disk full, permissions).",
+    "label_overflows": "Events counted as label value 'other' because a label or series cap was reached.",
 }
 SELF_GAUGES = {
     "files_open": "Files of the stream currently followed.",
@@ -83,6 +84,9 @@ class LogMetrics:
         self._self_counters: dict[tuple[str, LabelPairs], float] = {}
         self._self_gauges: dict[tuple[str, LabelPairs], float] = {}
         self._extra: list[Callable[[], Iterable[Metric]]] = []
+        self._caps: dict[str, dict[str, int]] = {}  # rule -> capped label -> max distinct values
+        self._admitted: dict[tuple[str, str], set[str]] = {}
+        self._max_series = config.metrics.max_event_series
         self.set_rules(config)
         if registry is not None:
             registry.register(self)
@@ -90,11 +94,19 @@ class LogMetrics:
     def set_rules(self, config: Config) -> None:
         """(Re)declare the rules: new ones get their series at 0; counts of old ones are kept."""
         with self._lock:
+            self._max_series = config.metrics.max_event_series
             for rule in config.rules:
                 self._severity[rule.name] = rule.severity.value
                 self._last_time.setdefault(rule.name, 0.0)
                 names = list(rule.labels)
-                for values in itertools.product(*[[*rule.labels[n], OTHER] for n in names]):
+                caps = {n: v for n, v in rule.labels.items() if isinstance(v, int)}
+                if caps:
+                    self._caps[rule.name] = caps
+                    for name in caps:
+                        self._admitted.setdefault((rule.name, name), set())
+                    self._self_counters.setdefault(("label_overflows", (("rule", rule.name),)), 0.0)
+                listed = [[OTHER] if n in caps else [*rule.labels[n], OTHER] for n in names]
+                for values in itertools.product(*listed):
                     self._events.setdefault((rule.name, tuple(zip(names, values, strict=True))), 0.0)
 
     # -- updates ---------------------------------------------------------------
@@ -103,7 +115,11 @@ class LogMetrics:
         """Count events; a rule unknown to this config (after a reload) is counted too."""
         with self._lock:
             for event in events:
-                key = (event.rule, event.labels)
+                labels = self._bounded(event.rule, event.labels) if event.labels else ()
+                key = (event.rule, labels)
+                if key not in self._events and len(self._events) >= self._max_series:
+                    key = (event.rule, tuple((name, OTHER) for name, _ in labels))
+                    self._add(("label_overflows", (("rule", event.rule),)), 1)
                 self._events[key] = self._events.get(key, 0.0) + 1
                 self._severity.setdefault(event.rule, event.severity)
                 if event.time > self._last_time.get(event.rule, 0.0):
@@ -116,6 +132,25 @@ class LogMetrics:
                 delta = getattr(stats, name) - (getattr(previous, name) if previous else 0)
                 if delta:
                     self._add((name, (("stream", stream),)), delta)
+
+    def _bounded(self, rule: str, labels: LabelPairs) -> LabelPairs:
+        """Admit a capped label's value while the rule has room for it; else count it as "other"."""
+        caps = self._caps.get(rule)
+        if not caps:
+            return labels
+        bounded = []
+        for name, value in labels:
+            cap = caps.get(name)
+            if cap is not None and value != OTHER:
+                admitted = self._admitted[(rule, name)]
+                if value not in admitted:
+                    if len(admitted) >= cap:
+                        self._add(("label_overflows", (("rule", rule),)), 1)
+                        value = OTHER
+                    else:
+                        admitted.add(value)
+            bounded.append((name, value))
+        return tuple(bounded)
 
     def declare_stream(self, stream: str, followed: bool = True) -> None:
         """Give a stream's counters their series at 0 before its first line."""
@@ -170,7 +205,11 @@ class LogMetrics:
     def restore(self, snapshot: dict[str, Any]) -> None:
         with self._lock:
             for rule, labels, value in snapshot.get("events", []):
-                self._events[(rule, tuple((str(k), str(v)) for k, v in labels))] = float(value)
+                pairs = tuple((str(k), str(v)) for k, v in labels)
+                self._events[(rule, pairs)] = float(value)
+                for name, label_value in pairs:  # values admitted before the restart stay admitted
+                    if (rule, name) in self._admitted and label_value != OTHER:
+                        self._admitted[(rule, name)].add(label_value)
             for rule, value in snapshot.get("last_time", {}).items():
                 self._last_time[rule] = float(value)
             for name, labels, value in snapshot.get("self_counters", []):

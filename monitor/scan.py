@@ -31,6 +31,7 @@ from monitor.config import ConfigError, Rule, TimestampFormat
 from monitor.lines import Block, LineFramer
 
 OTHER = "other"  # label value for a capture outside the rule's listed values
+MAX_LABEL_VALUE = 100  # characters of a capped label's value
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,19 @@ class _Compiled:
     rule: Rule
     regex: re2._Regexp
     regex_bytes: re2._Regexp
-    label_values: tuple[tuple[str, frozenset[str]], ...]
+    label_values: tuple[tuple[str, frozenset[str] | None], ...]  # None: capped, open-ended
 
     def labels(self, captures: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (name, value if (value := captures.get(name) or "") in allowed else OTHER)
-            for name, allowed in self.label_values
-        )
+        # Listed values are checked here; a capped label passes its (shortened) value on and
+        # the metrics stage, which owns the series, admits it or counts it as "other".
+        pairs = []
+        for name, allowed in self.label_values:
+            value = captures.get(name) or ""
+            if allowed is None:
+                pairs.append((name, value[:MAX_LABEL_VALUE]))
+            else:
+                pairs.append((name, value if value in allowed else OTHER))
+        return tuple(pairs)
 
 
 class Matcher:
@@ -224,7 +231,9 @@ def _hyperscan_problem(pattern: str) -> str | None:
 
 
 def _compile_rule(index: int, rule: Rule) -> _Compiled:
-    labels = tuple((name, frozenset(values)) for name, values in rule.labels.items())
+    labels = tuple(
+        (name, None if isinstance(values, int) else frozenset(values)) for name, values in rule.labels.items()
+    )
     return _Compiled(rule, _compile_re2(rule.pattern), _compile_re2(rule.pattern.encode()), labels)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,6 +23,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from monitor.webconfig import WebSecurity
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,12 @@ class Endpoints:
 class MetricsServer:
     """Serves `Endpoints` on host:port in a daemon thread until `close()`."""
 
-    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
-        handler = type("Handler", (_Handler,), {"endpoints": endpoints})
-        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": _family(host), "daemon_threads": True})
+    def __init__(self, host: str, port: int, endpoints: Endpoints, security: WebSecurity | None = None) -> None:
+        security = security or WebSecurity()
+        handler = type("Handler", (_Handler,), {"endpoints": endpoints, "security": security})
+        server_class = type(
+            "Server", (_Server,), {"address_family": _family(host), "daemon_threads": True, "tls": security.tls}
+        )
         self._httpd = server_class((host, port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
 
@@ -62,16 +68,41 @@ class MetricsServer:
         self._thread.join(timeout=2)
 
 
+class _Server(ThreadingHTTPServer):
+    tls: ssl.SSLContext | None = None
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        # The TLS handshake runs on the request's own thread, so a slow or broken client
+        # cannot hold up accepting the next scrape.
+        if self.tls is not None:
+            request.settimeout(10)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class _Handler(BaseHTTPRequestHandler):
     endpoints: Endpoints
+    security: WebSecurity
     server_version = "logmonitor"
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        # Probes stay open (kubelet sends no credentials; they reveal nothing but ok/not ok).
+        if path not in ("/healthz", "/readyz") and not self.security.authorized(self.headers.get("Authorization")):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="logmonitor"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         try:
             if path == "/metrics":
                 self._metrics()

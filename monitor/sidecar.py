@@ -37,6 +37,7 @@ from monitor.scan import Event, Matcher, Scanner, compile_matcher
 from monitor.server import Endpoints, MetricsServer
 from monitor.state import StateStore
 from monitor.watch import Waker
+from monitor.webconfig import WebSecurity, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RunOptions:
     state_dir: str | None = None
     mongo_url: str | None = None
     mongo_db: str | None = None
+    web_config: str | None = None
 
 
 def streams_of(config: Config, logs: tuple[str, ...] = ()) -> list[StreamSpec]:
@@ -108,6 +110,8 @@ class Sidecar:
                 "or pass --log PATH (a path or a glob)"
             )
         self.listen = parse_listen(options.listen or config.metrics.listen)
+        web_config = options.web_config or config.metrics.web_config_file
+        self.security = load_web_config(web_config) if web_config else WebSecurity()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = LogMetrics(config, self.registry)
         for stream in self.streams:
@@ -148,7 +152,7 @@ class Sidecar:
     def start(self) -> None:
         """Restore the checkpoint, start watching and serving. `run` calls it if needed."""
         self._restore()
-        self.server = MetricsServer(*self.listen, self.endpoints()).start()
+        self.server = MetricsServer(*self.listen, self.endpoints(), self.security).start()
         self._waker.start()
         if self.reconciler is not None:
             self.reconciler.restore(self.restored_extra.get("reconcile", {}))

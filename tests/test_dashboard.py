@@ -131,14 +131,17 @@ def test_panels_cover_what_operators_need():
     titles = {p["title"] for p in all_panels(DASHBOARD["panels"])}
     required = {
         "events by severity over time": r"sum by \(severity\) \(rate\(tradingagents_log_events_total",
-        "success vs error ratio": r'severity="error".*\[15m\]\)\) / sum\(increase\(tradingagents_log_events_total\{severity=~"error\|success"',
+        "success vs error ratio": r'severity="error".*\[15m\]\)\) / sum\(increase\(\w+\{severity=~"error\|success"',
         "timeouts and failures": r"mongodb_operation_timeout\|mongodb_operation_failed",
         "event-loop regression counter": r'rule="event_loop_regression"',
         "check outcomes": r"sum by \(outcome\) \(increase\(tradingagents_analysis_checks_total",
         "pending checks": r"tradingagents_analysis_checks_pending",
         "stuck analyses": r"tradingagents_analyses_stuck",
         "mongo up": r"tradingagents_mongo_up",
-        "mongo latency": r"histogram_quantile\(0\.\d+, sum by \(le, operation\) \(rate\(tradingagents_mongo_query_duration_seconds_bucket",
+        "mongo latency": (
+            r"histogram_quantile\(0\.\d+, sum by \(le, operation\) "
+            r"\(rate\(tradingagents_mongo_query_duration_seconds_bucket"
+        ),
         "sidecar lag": r"logmonitor_bytes_behind",
         "lines rate": r"rate\(logmonitor_lines_total",
         "bytes rate": r"rate\(logmonitor_bytes_total",
@@ -157,7 +160,8 @@ def test_panel_layout_is_sane():
         g = panel["gridPos"]
         assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, panel["title"]
         for other, o in boxes:
-            overlap = g["x"] < o["x"] + o["w"] and o["x"] < g["x"] + g["w"] and g["y"] < o["y"] + o["h"] and o["y"] < g["y"] + g["h"]
+            across = g["x"] < o["x"] + o["w"] and o["x"] < g["x"] + g["w"]
+            overlap = across and g["y"] < o["y"] + o["h"] and o["y"] < g["y"] + g["h"]
             assert not overlap, f"{panel['title']} overlaps {other}"
         boxes.append((panel["title"], g))
     for panel in panels:

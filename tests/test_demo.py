@@ -16,7 +16,10 @@ from tests.sidecar_process import free_port, wait_for
 def test_demo_catches_every_injected_fault_and_cleans_up():
     result = subprocess.run(
         [sys.executable, "-m", "demo", "--duration", "12", "--plain", "--port", str(free_port())],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "every fault caught" in result.stdout
@@ -31,7 +34,10 @@ def test_demo_catches_every_injected_fault_and_cleans_up():
 def test_ctrl_c_stops_everything(tmp_path):
     demo = subprocess.Popen(
         [sys.executable, "-m", "demo", "--plain", "--port", str(free_port())],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
 

@@ -71,3 +71,68 @@ def test_stream_deltas_are_added_not_replaced():
     metrics.observe_stream("app", FramerStats(lines=15, bytes=180), previous=FramerStats(lines=10, bytes=100))
     assert registry.get_sample_value("logmonitor_lines_total", {"stream": "app"}) == 15
     assert registry.get_sample_value("logmonitor_bytes_total", {"stream": "app"}) == 180
+
+
+def test_a_capped_label_admits_its_first_values_then_counts_the_rest_as_other():
+    from monitor.config import Config, Rule
+    from monitor.scan import Matcher
+
+    rule = Rule(
+        name="symbol",
+        severity="info",
+        pattern=r"启动真实分析: \S+ - (?P<symbol>\S+)",
+        labels={"symbol": 100},
+        examples=["启动真实分析: x - AAPL"],
+    )
+    config = Config(rules=[rule])
+    registry = CollectorRegistry()
+    metrics = LogMetrics(config, registry)
+    matcher = Matcher([rule])
+    (template,) = matcher.scan("启动真实分析: x - AAPL\n".encode())
+
+    def events():  # a million distinct values, the way a capture of ids would produce them
+        for n in range(1_000_000):
+            yield template.__class__(template.rule, "info", "", {}, (("symbol", f"S{n}"),), 0.0)
+
+    metrics.observe_events(events())
+    text = generate_latest(registry).decode()
+    series = [line for line in text.splitlines() if line.startswith("tradingagents_log_events_total{")]
+    assert len(series) == 101  # 100 admitted values + "other"
+    assert (
+        registry.get_sample_value(
+            "tradingagents_log_events_total", {"rule": "symbol", "severity": "info", "symbol": "other"}
+        )
+        == 999_900
+    )
+    assert (
+        registry.get_sample_value(
+            "tradingagents_log_events_total", {"rule": "symbol", "severity": "info", "symbol": "S99"}
+        )
+        == 1
+    )
+    assert registry.get_sample_value("logmonitor_label_overflows_total", {"rule": "symbol"}) == 999_900
+    restored = LogMetrics(config, None)
+    restored.restore(metrics.snapshot())
+    restored.observe_events(
+        [
+            template.__class__("symbol", "info", "", {}, (("symbol", "S5"),), 0.0),
+            template.__class__("symbol", "info", "", {}, (("symbol", "NEW"),), 0.0),
+        ]
+    )
+    assert restored.event_count("symbol", (("symbol", "S5"),)) == 2  # still admitted after a restart
+    assert restored.event_count("symbol", (("symbol", "other"),)) == 999_901
+
+
+def test_the_metric_wide_series_cap_is_a_safety_net():
+    from monitor.config import Config, MetricsSettings, Rule
+
+    rules = [
+        Rule(name=f"r{i}", severity="info", pattern=f"k{i} (?P<v>\\w+)", labels={"v": 1000}, examples=[f"k{i} a"])
+        for i in range(3)
+    ]
+    metrics = LogMetrics(Config(rules=rules, metrics=MetricsSettings(max_event_series=50)), None)
+    from monitor.scan import Event
+
+    metrics.observe_events(Event(f"r{n % 3}", "info", "", {}, (("v", f"x{n}"),), 0.0) for n in range(10_000))
+    assert len(metrics.snapshot()["events"]) == 50
+    assert sum(metrics.totals_by_rule().values()) == 10_000  # nothing lost, only aggregated
