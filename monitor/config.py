@@ -147,7 +147,7 @@ class FollowConfig(_Model):
     busy_poll_seconds: float = Field(default=0.01, gt=0, le=1)  # while lines keep coming
     partial_line_flush_seconds: float = Field(default=5.0, gt=0)
     rotated_close_idle_seconds: float = Field(default=300.0, gt=0)
-    max_files_per_stream: int = Field(default=1024, ge=1)
+    max_files_per_stream: int = Field(default=256, ge=1)  # each followed file holds a descriptor
 
 
 class StateConfig(_Model):

@@ -51,7 +51,7 @@ class FollowSettings:
     max_read_per_pass: int = 16 << 20  # per file, so one huge backlog cannot starve the others
     partial_line_flush_seconds: float = 5.0
     rotated_close_idle_seconds: float = 300.0
-    max_files_per_stream: int = 1024
+    max_files_per_stream: int = 256
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ class Follower:
         # Bumped whenever a file is opened or closed: the caller checkpoints at once then, because
         # positions in files that rotation is about to move or delete are the ones worth saving.
         self.generation = 0
+        self.last_resolve_seconds = 0.0  # a huge glob makes the caller resolve less often
 
     # -- public ------------------------------------------------------------------
 
@@ -170,7 +171,9 @@ class Follower:
         """One pass over every stream; `resolve` re-expands the paths (new, renamed, deleted files)."""
         self.busy = False
         if resolve or not self.resolved:
+            started = self._clock()
             self._resolve()
+            self.last_resolve_seconds = self._clock() - started
         for followed in list(self._files.values()):
             yield from self._examine(followed)
         self._update_gauges()
@@ -276,27 +279,34 @@ class Follower:
                     missed = self._open(stream.name, sibling, at_end=False)
                     if missed is not None:
                         missed.rotated, missed.first_path = True, ""
+                        self.stats[stream.name].rotations += 1  # it was rotated away unseen
 
     def _expand(self, stream: StreamSpec) -> list[str]:
+        """The stream's regular, uncompressed files, at most `max_files_per_stream` of them.
+
+        Work per pass stays bounded whatever the glob matches: names are listed once and
+        only the first `max_files_per_stream` candidates (in name order) are looked at.
+        """
+        limit = self.settings.max_files_per_stream
         paths: list[str] = []
+        matched = 0
         for pattern in stream.paths:
             matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             for path in matches:
                 if path.endswith(COMPRESSED_SUFFIXES):
                     continue  # rotated and compressed: what it holds was read before compression
-                if self._is_regular_file(stream.name, path):
+                matched += 1
+                if len(paths) < limit and self._is_regular_file(stream.name, path):
                     paths.append(path)
-        limit = self.settings.max_files_per_stream
-        if len(paths) > limit:
-            self.stats[stream.name].skipped_files = len(paths) - limit
+        self.stats[stream.name].skipped_files = max(matched - len(paths), 0) if matched > limit else 0
+        if matched > limit:
             self._reported.once(
                 f"limit:{stream.name}",
-                "stream %s: %d files match, following the first %d (follow.max_files_per_stream)",
+                "stream %s: %d files match, following the first %d by name (follow.max_files_per_stream)",
                 stream.name,
-                len(paths),
+                matched,
                 limit,
             )
-            paths = paths[:limit]
         return paths
 
     def _is_regular_file(self, stream: str, path: str) -> bool:
@@ -304,22 +314,28 @@ class Follower:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
             return False  # waited for: it may appear later
-        except OSError as exc:
-            self._reported.once(f"stat:{path}", "stream %s: cannot stat %s: %s", stream, path, exc.strerror or exc)
+        except OSError as exc:  # permission denied on a directory, a symlink loop, ...
+            self._problem(stream, f"stat:{path}", "cannot stat %s: %s", path, exc.strerror or exc)
             return False
         if stat.S_ISREG(mode):
+            self._reported.keys.discard(f"kind:{path}")
             return True
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
-        self._reported.once(f"kind:{path}", "stream %s: %s is %s; skipping it", stream, path, kind)
+        self._problem(stream, f"kind:{path}", "%s is %s; skipping it", path, kind)
         return False
+
+    def _problem(self, stream: str, key: str, message: str, *args: object) -> None:
+        """Count and log a path problem once, not on every pass while it lasts."""
+        if key not in self._reported.keys:
+            self.stats[stream].read_errors += 1
+            self._reported.once(key, f"stream %s: {message}", stream, *args)
 
     def _open(self, stream: str, path: str, at_end: bool, offset: int = 0) -> _Followed | None:
         try:
             handle = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open while followed, closed in _forget)
             st = os.fstat(handle.fileno())
         except OSError as exc:
-            self.stats[stream].read_errors += 1
-            self._reported.once(f"open:{path}", "stream %s: cannot open %s: %s", stream, path, exc.strerror or exc)
+            self._problem(stream, f"open:{path}", "cannot open %s: %s", path, exc.strerror or exc)
             return None
         self._reported.keys.discard(f"open:{path}")
         identity = _identity(handle, st)

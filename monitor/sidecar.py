@@ -87,6 +87,7 @@ class _Timers:
     next_checkpoint: float = 0.0
     last_data: float = -1e9
     last_checkpoint: float = -2e9
+    last_resolve: float = -1e9
     checkpointed_generation: int = -1
     last_loop: float = field(default_factory=time.monotonic)
 
@@ -203,14 +204,18 @@ class Sidecar:
             self._reload_requested = False
             self.reload()
         now = self._clock()
-        resolve = self._waker.structure_changed or now >= timers.next_resolve
-        self._waker.structure_changed = False
+        # Re-listing costs what the globs match: with 100k files, listing at most a tenth of the time.
+        gap = 10 * self.follower.last_resolve_seconds
+        resolve = now >= timers.next_resolve or (self._waker.structure_changed and now >= timers.last_resolve + gap)
+        if resolve:
+            self._waker.structure_changed = False
+            timers.last_resolve = now
         with self._lock:
             for item in self.follower.poll(resolve=resolve):
                 self._apply(item)
             self.metrics.observe_follow(self.follower.stats)
         if resolve:
-            timers.next_resolve = now + settings.poll_interval_seconds
+            timers.next_resolve = now + max(settings.poll_interval_seconds, gap)
             self._waker.watch_directories(self.follower.watch_directories())
         if self.follower.busy:
             timers.last_data = now

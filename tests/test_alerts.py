@@ -68,6 +68,7 @@ SIDECAR_METRICS = {
             "lost_files",
             "config_reloads",
             "checkpoint_failures",
+            "label_overflows",
         )
     ),
     "logmonitor_files_open",
@@ -75,6 +76,10 @@ SIDECAR_METRICS = {
     "logmonitor_skipped_files",
     "logmonitor_last_read_timestamp_seconds",
 }
+# Sidecar metrics whose series exist only in some configurations: label_overflows_total{rule}
+# is declared at 0 for rules with capped labels (none in config.yaml) and otherwise appears
+# with the first overflow of metrics.max_event_series.
+CONDITIONAL_METRICS = {"logmonitor_label_overflows_total"}
 PROMETHEUS_METRICS = {"up"}  # made by Prometheus for every target
 KNOWN_METRICS = LOG_METRICS | RECONCILE_METRICS | SIDECAR_METRICS | PROMETHEUS_METRICS
 

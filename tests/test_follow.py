@@ -7,11 +7,13 @@ followed file with the real line framer, as `monitor run` does.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -348,3 +350,73 @@ def test_logrotate_copytruncate_with_a_glob_matching_the_copy(tmp_path):
     os.truncate(log, 0)  # ... then the truncation, as copytruncate does
     n = write(log, n, 60)
     assert reader.drain().numbers() == list(range(n))
+
+
+# --- hostile filesystems ----------------------------------------------------------------------
+
+
+def test_a_glob_matching_100k_files_is_capped_and_memory_stays_bounded(tmp_path, caplog):
+    import resource
+
+    for n in range(100_000):
+        os.close(os.open(tmp_path / f"app-{n:06d}.log", os.O_CREAT | os.O_WRONLY, 0o644))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    follower = follower_for(tmp_path / "app-*.log", max_files_per_stream=200)
+    with caplog.at_level(logging.WARNING):
+        Reader(follower).step().step()
+    stats = follower.stats["app"]
+    assert (stats.files_open, stats.skipped_files) == (200, 99_800)
+    assert sum("100000 files match, following the first 200" in r.message for r in caplog.records) == 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+    follower.close()
+
+
+def test_path_becomes_a_directory_a_symlink_loop_or_a_fifo(tmp_path, caplog):
+    log = tmp_path / "app.log"
+    loop = tmp_path / "loop.log"
+    os.symlink(loop, loop)
+    fifo = tmp_path / "pipe.log"
+    os.mkfifo(fifo)
+    log.touch()
+    follower = follower_for(log, loop, fifo)
+    reader = Reader(follower).step()
+    n = write(log, 0, 3)
+    log.unlink()
+    log.mkdir()  # the log path is now a directory
+    with caplog.at_level(logging.WARNING):
+        reader.drain(5)
+    assert reader.numbers() == list(range(n))  # what the file held before is still read
+    assert follower.stats["app"].read_errors == 3  # loop, FIFO, directory: each counted once
+    messages = " ".join(r.message for r in caplog.records)
+    assert "Too many levels of symbolic links" in messages
+    assert f"{log} is a directory; skipping it" in messages
+    assert "pipe.log is not a regular file (FIFO" in messages
+
+
+def test_permission_denied_is_counted_and_said_once(tmp_path):
+    """Run as an unprivileged user (root reads everything): real EACCES, not a mocked one."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root to switch to an unprivileged user with setpriv")
+    tmp_path.chmod(0o755)
+    secret = tmp_path / "app.log"
+    secret.write_text("line 0\n")
+    secret.chmod(0o000)
+    script = (
+        "import json, logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from monitor.follow import Follower, FollowSettings, StreamSpec\n"
+        f"f = Follower([StreamSpec('app', ({str(secret)!r},))], FollowSettings(start_at='beginning'))\n"
+        "for _ in range(3):\n    list(f.poll())\n"
+        "print(json.dumps({'read_errors': f.stats['app'].read_errors, 'open': f.stats['app'].files_open}))\n"
+    )
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"read_errors": 1, "open": 0}
+    assert result.stderr.count("Permission denied") == 1  # said once, though polled three times

@@ -363,3 +363,26 @@ def test_without_a_mongo_url_it_runs_log_only_and_says_so(tmp_path, sidecars):
     wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
     assert "running log-only" in sidecar.stderr()
     assert ("tradingagents_mongo_up", ()) not in sidecar.metrics()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_1_gib_line_without_newline_keeps_memory_bounded(tmp_path, sidecars):
+    log = tmp_path / "app.log"
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()
+    with open(log, "wb") as f:  # appears after start: read from its beginning
+        f.truncate(1 << 30)  # 1 GiB of NUL bytes, no newline (sparse: costs no disk)
+    wait_for(lambda: sidecar.value("logmonitor_bytes_total", stream="app") == 1 << 30, timeout=120, what="1 GiB read")
+    append(log, "\n" + TIMEOUT)
+    wait_for(lambda: sidecar.events(RULE) == 1, what="the next line counted")
+    assert sidecar.value("logmonitor_oversized_lines_total", stream="app") == 1
+    assert sidecar.value("logmonitor_lines_total", stream="app") == 2
+    peak = peak_rss_mib(sidecar.proc.pid)
+    print(f"peak RSS after a 1 GiB line: {peak:.1f} MiB")
+    assert peak < 100
