@@ -31,7 +31,9 @@ SCAN_STREAM = "scan"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         return args.command(args)
     except ConfigError as exc:
@@ -39,6 +41,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+
+
+# Control characters (from file names or log lines) must not forge or garble lines of our own log.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+class EscapingFormatter(logging.Formatter):
+    """Escapes control characters in messages; tracebacks keep their newlines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
+        return super().formatMessage(record).translate(_ESCAPES)
 
 
 def _parser() -> argparse.ArgumentParser:

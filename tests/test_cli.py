@@ -96,3 +96,14 @@ def test_bad_bytes_in_a_log_are_counted_not_fatal(tmp_path):
     report = json.loads(result.stdout)
     assert {r["rule"]: r["count"] for r in report["rules"]}["mongodb_operation_timeout"] == 1
     assert report["lines"] == 3
+
+
+def test_control_characters_never_reach_the_sidecar_log_raw(tmp_path):
+    import logging
+
+    from monitor.cli import EscapingFormatter
+
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "file %s\nFAKE 2025 ERROR forged", ("a\x1b[31m",),
+                               None)
+    text = EscapingFormatter("%(levelname)s %(message)s").format(record)
+    assert text == "WARNING file a\\x1b[31m\\x0aFAKE 2025 ERROR forged"
