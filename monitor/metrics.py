@@ -104,6 +104,7 @@ class LogMetrics:
                     self._caps[rule.name] = caps
                     for name in caps:
                         self._admitted.setdefault((rule.name, name), set())
+                if rule.labels:  # only labelled rules can overflow; their series exist at 0 from start-up
                     self._self_counters.setdefault(("label_overflows", (("rule", rule.name),)), 0.0)
                 listed = [[OTHER] if n in caps else [*rule.labels[n], OTHER] for n in names]
                 for values in itertools.product(*listed):
