@@ -31,6 +31,7 @@ from monitor.watch import existing_ancestor
 log = logging.getLogger(__name__)
 
 FINGERPRINT_BYTES = 1024
+TAIL_BYTES = 64
 # A shorter prefix is too likely to be shared by unrelated files to call one a copy of the other.
 MIN_COPY_FINGERPRINT = 64
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z", ".Z")
@@ -123,6 +124,8 @@ class _Followed:
     last_growth: float
     rotated: bool = False
     idle_flushed: bool = True
+    tail: bytes = b""  # the last bytes read: still there, or the file was rewritten under us
+    head_checked: float = 0.0
 
 
 @dataclass
@@ -342,6 +345,8 @@ class Follower:
         start = st.st_size if at_end else offset
         self._serial += 1
         followed = _Followed(self._serial, stream, path, path, handle, identity, start, st.st_size, self._clock())
+        if start:
+            followed.tail = os.pread(handle.fileno(), min(TAIL_BYTES, start), start - min(TAIL_BYTES, start))
         self._files[followed.serial] = followed
         self._by_inode[(identity.dev, identity.ino)] = followed
         self.generation += 1
@@ -401,7 +406,7 @@ class Follower:
         """
         try:
             st = os.fstat(followed.handle.fileno())
-            if st.st_size < followed.offset or (st.st_size != followed.last_size and not self._head_holds(followed)):
+            if st.st_size < followed.offset or (st.st_size != followed.last_size and not self._unchanged(followed)):
                 yield from self._truncated(followed)
                 return
             followed.last_size = st.st_size
@@ -431,11 +436,29 @@ class Follower:
                 break
             followed.offset += len(data)
             budget -= len(data)
+            followed.tail = (followed.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
             yield Data(followed.stream, followed.serial, data)
         followed.last_growth = self._clock()
         followed.idle_flushed = False
         self.busy = True
         self.stats[followed.stream].last_read_time = self._wall_clock()
+
+    def _unchanged(self, followed: _Followed) -> bool:
+        """Is what we read still there? Cheap on every growth; the head at most once a second.
+
+        The bytes just before our offset are compared with what we read there: a file
+        truncated and rewritten past our offset between two looks fails this at once. The
+        head fingerprint (also extended while the file is young) is checked once a second.
+        """
+        if followed.tail:
+            at = followed.offset - len(followed.tail)
+            if os.pread(followed.handle.fileno(), len(followed.tail), at) != followed.tail:
+                return False
+        now = self._clock()
+        if now - followed.head_checked < 1.0:
+            return True
+        followed.head_checked = now
+        return self._head_holds(followed)
 
     def _head_holds(self, followed: _Followed) -> bool:
         """Does the file still start with the fingerprinted bytes? Extends a short fingerprint."""

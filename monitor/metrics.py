@@ -126,13 +126,17 @@ class LogMetrics:
                 if event.time > self._last_time.get(event.rule, 0.0):
                     self._last_time[event.rule] = event.time
 
-    def observe_stream(self, stream: str, stats: FramerStats, previous: FramerStats | None = None) -> None:
-        """Add what a stream's framer read since `previous` (a copy of its stats back then)."""
+    def observe_stream(self, stream: str, stats: FramerStats) -> None:
+        """Add everything a framer read (a one-shot scan of one file)."""
+        self.observe_read(stream, stats.lines, stats.bytes, stats.oversized_lines)
+
+    def observe_read(self, stream: str, lines: int, nbytes: int, oversized: int) -> None:
+        """Add lines, bytes and oversized lines just read from a stream."""
+        labels = (("stream", stream),)
         with self._lock:
-            for name in STREAM_COUNTERS:
-                delta = getattr(stats, name) - (getattr(previous, name) if previous else 0)
+            for name, delta in (("lines", lines), ("bytes", nbytes), ("oversized_lines", oversized)):
                 if delta:
-                    self._add((name, (("stream", stream),)), delta)
+                    self._add((name, labels), delta)
 
     def _bounded(self, rule: str, labels: LabelPairs) -> LabelPairs:
         """Admit a capped label's value while the rule has room for it; else count it as "other"."""

@@ -15,7 +15,7 @@ last scraped, and the lines after the checkpointed offsets are counted once.
 from __future__ import annotations
 
 import contextlib
-import copy
+import itertools
 import logging
 import os
 import threading
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -31,13 +31,14 @@ from monitor.claims import ClaimExtractor
 from monitor.config import Config, ConfigError, LoadedConfig, load_config, parse_listen
 from monitor.follow import Data, End, Follower, FollowSettings, Identity, Item, Position, StreamSpec
 from monitor.metrics import LogMetrics, reconcile_families
-from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
-from monitor.reconcile import Reconciler
 from monitor.scan import Event, Matcher, Scanner, compile_matcher
 from monitor.server import Endpoints, MetricsServer
 from monitor.state import StateStore
 from monitor.watch import Waker
 from monitor.webconfig import WebSecurity, load_web_config
+
+if TYPE_CHECKING:
+    from monitor.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class Sidecar:
             self._connect_reconciler(config)
         self._clock = clock
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._sequence = itertools.count(1)
+        self._written = 0
         self._scanners: dict[int, Scanner] = {}
         self._stopping = threading.Event()
         self._reload_requested = False
@@ -213,7 +217,8 @@ class Sidecar:
         with self._lock:
             for item in self.follower.poll(resolve=resolve):
                 self._apply(item)
-            self.metrics.observe_follow(self.follower.stats)
+            if resolve or self.follower.busy:
+                self.metrics.observe_follow(self.follower.stats)
         if resolve:
             timers.next_resolve = now + max(settings.poll_interval_seconds, gap)
             self._waker.watch_directories(self.follower.watch_directories())
@@ -234,18 +239,18 @@ class Sidecar:
 
     def _apply(self, item: Item) -> None:
         scanner = self._scanners.get(item.file)
-        if isinstance(item, Data):
-            if scanner is None:
-                scanner = self._scanners[item.file] = Scanner(self.matcher, self.loaded.config.scan.max_line_bytes)
-            before = copy.copy(scanner.framer.stats)
-            self._deliver(item.stream, scanner.feed(item.data))
-            self.metrics.observe_stream(item.stream, scanner.framer.stats, before)
-        elif scanner is not None:
-            before = copy.copy(scanner.framer.stats)
-            self._deliver(item.stream, scanner.flush())
-            self.metrics.observe_stream(item.stream, scanner.framer.stats, before)
-            if isinstance(item, End):
-                del self._scanners[item.file]
+        if scanner is None:
+            if not isinstance(item, Data):
+                return  # nothing was read from that file yet
+            scanner = self._scanners[item.file] = Scanner(self.matcher, self.loaded.config.scan.max_line_bytes)
+        stats = scanner.framer.stats
+        lines, size, oversized = stats.lines, stats.bytes, stats.oversized_lines
+        self._deliver(item.stream, scanner.feed(item.data) if isinstance(item, Data) else scanner.flush())
+        self.metrics.observe_read(
+            item.stream, stats.lines - lines, stats.bytes - size, stats.oversized_lines - oversized
+        )
+        if isinstance(item, End):
+            del self._scanners[item.file]
 
     def _deliver(self, stream: str, events: list[Event]) -> None:
         if not events:
@@ -258,16 +263,29 @@ class Sidecar:
 
     def checkpoint(self) -> bool:
         with self._lock:
-            saved = self.store.save(self._state())
-        if not saved:
-            self.metrics.count("checkpoint_failures")
-        return saved
+            state, sequence = self._state(), next(self._sequence)
+        return self._write(state, sequence)
 
     @contextlib.contextmanager
     def _scrape(self) -> Iterator[None]:
+        # The state is taken and the metrics rendered under one lock hold, so the response shows
+        # exactly what is saved; the fsync runs after the lock is released (the follow loop goes
+        # on) and before the response is sent.
         with self._lock:
-            self.checkpoint()
+            state, sequence = self._state(), next(self._sequence)
             yield
+        self._write(state, sequence)
+
+    def _write(self, state: dict[str, Any], sequence: int) -> bool:
+        with self._write_lock:
+            if sequence <= self._written:
+                return True  # a newer checkpoint is already on disk
+            saved = self.store.save(state)
+            if saved:
+                self._written = sequence
+        if not saved:
+            self.metrics.count("checkpoint_failures")
+        return saved
 
     def _state(self) -> dict[str, Any]:
         files = []
@@ -380,6 +398,10 @@ class Sidecar:
 
 def build_reconciler(config: Config, mongo_url: str | None, mongo_db: str | None) -> Reconciler | None:
     """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
+    # Imported here: pymongo costs ~8 MB of RSS, which a log-only sidecar does not pay.
+    from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
+    from monitor.reconcile import Reconciler
+
     settings = config.mongodb
     if mongo_db:
         settings = settings.model_copy(update={"database": mongo_db})

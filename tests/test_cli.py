@@ -103,7 +103,8 @@ def test_control_characters_never_reach_the_sidecar_log_raw(tmp_path):
 
     from monitor.cli import EscapingFormatter
 
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "file %s\nFAKE 2025 ERROR forged", ("a\x1b[31m",),
-                               None)
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "file %s\nFAKE 2025 ERROR forged", ("a\x1b[31m",), None
+    )
     text = EscapingFormatter("%(levelname)s %(message)s").format(record)
     assert text == "WARNING file a\\x1b[31m\\x0aFAKE 2025 ERROR forged"

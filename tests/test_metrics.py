@@ -68,7 +68,7 @@ def test_stream_deltas_are_added_not_replaced():
     registry = CollectorRegistry()
     metrics = LogMetrics(loaded.config, registry)
     metrics.observe_stream("app", FramerStats(lines=10, bytes=100))
-    metrics.observe_stream("app", FramerStats(lines=15, bytes=180), previous=FramerStats(lines=10, bytes=100))
+    metrics.observe_read("app", 5, 80, 0)
     assert registry.get_sample_value("logmonitor_lines_total", {"stream": "app"}) == 15
     assert registry.get_sample_value("logmonitor_bytes_total", {"stream": "app"}) == 180
 

@@ -55,11 +55,17 @@ def test_readme_command(command, tmp_path, mongo):
         .replace("mongodb://mongo:27017", url)
         .replace("0.0.0.0:9464", f"127.0.0.1:{port}")
     )
-    env = {**os.environ, "MONGODB_URL": url, "MONGODB_DB_NAME": name, "MONITOR_STATE_DIR": str(tmp_path / "state"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MONGODB_URL": url,
+        "MONGODB_DB_NAME": name,
+        "MONITOR_STATE_DIR": str(tmp_path / "state"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     if " run " in f" {mapped} ":
-        process = subprocess.Popen(["bash", "-c", mapped], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            ["bash", "-c", mapped], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         try:
             import urllib.request
 
