@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.mongo_server import MongoServer, free_port
+from demo.mongo_server import MongoServer, free_port, terminate
 from demo.tradingagents_server import SimulatedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,13 +129,8 @@ class Demo:
     def _stop(self) -> None:
         if self.server is not None:
             self.server.stop(late_writes_land=False)
-        if self.sidecar is not None and self.sidecar.poll() is None:
-            self.sidecar.terminate()
-            try:
-                self.sidecar.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.sidecar.kill()
-                self.sidecar.wait()
+        if self.sidecar is not None:
+            terminate(self.sidecar)
             self.sidecar_log.close()
         self.mongo.stop()
 

@@ -226,30 +226,28 @@ class Config(_Model):
                         f"reconcile claim {claim.name!r}: rule {claim.rule!r} has no capture {capture!r} "
                         f"(captures: {', '.join(sorted(captures)) or 'none'})"
                     )
-        names = [c.name for c in self.reconcile.claims]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"reconcile claim name {name!r} is used twice")
+        _unique("reconcile claim", [c.name for c in self.reconcile.claims])
         return self
 
     @field_validator("sources")
     @classmethod
     def _unique_sources(cls, sources: list[Source]) -> list[Source]:
-        names = [s.name for s in sources]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"source name {name!r} is used twice; each stream needs its own name")
+        _unique("source", [s.name for s in sources])
         return sources
 
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                raise ValueError(f"rule name {rule.name!r} is used twice; rule names must be unique")
-            seen.add(rule.name)
+        _unique("rule", [r.name for r in rules])
         return rules
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{kind} name {name!r} is used twice; each {kind} needs its own name")
+        seen.add(name)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

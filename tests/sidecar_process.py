@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from demo.mongo_server import terminate
 from tests.conftest import REPO
 
 
@@ -110,12 +111,8 @@ class SidecarProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.wait()
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.wait()
+            terminate(self.proc)
+            self.stderr_file.close()
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""

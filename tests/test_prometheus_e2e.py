@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from demo.mongo_server import terminate
 from tests.conftest import REPO, log_line
 from tests.sidecar_process import SidecarProcess, free_port, wait_for
 from tests.test_alerts import ALERT_RULES, CONDITIONAL_METRICS, JOB, RECONCILE_METRICS, promql_metric_names
@@ -136,14 +137,8 @@ class PrometheusProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            terminate(self.proc)
             self.log_file.close()
 
 
