@@ -22,6 +22,7 @@ import logging
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -125,6 +126,7 @@ class _Followed:
     rotated: bool = False
     idle_flushed: bool = True
     tail: bytes = b""  # the last bytes read: still there, or the file was rewritten under us
+    last_mtime: int = 0
     head_checked: float = 0.0
 
 
@@ -162,6 +164,7 @@ class Follower:
         self._opening_at_end = self.settings.start_at == "end"
         self._reported = _Reported()
         self._last_resolve_wall = 0.0
+        self._read_heads: deque[Identity] = deque(maxlen=256)  # files read before: their copies are not new
         self.busy = False  # the last pass read data (the caller then polls again soon)
         # Bumped whenever a file is opened or closed: the caller checkpoints at once then, because
         # positions in files that rotation is about to move or delete are the ones worth saving.
@@ -276,7 +279,7 @@ class Follower:
                     os.path.basename(sibling).startswith(base)
                     and (st.st_dev, st.st_ino) not in self._by_inode
                     and st.st_mtime >= since
-                    and not self._is_copy_of_followed(stream.name, sibling)
+                    and not self._starts_like_followed(stream.name, sibling)
                 ):
                     log.info("stream %s: %s was rotated before it could be followed; reading it", stream.name, sibling)
                     missed = self._open(stream.name, sibling, at_end=False)
@@ -367,25 +370,20 @@ class Follower:
             self.stats[followed.stream].rotations += 1
         followed.last_growth = self._clock()  # the idle-close timer starts now
 
+    def _starts_like_followed(self, stream: str, path: str) -> bool:
+        """Reading a file whole is only safe if it is not a copy of what we read: when in doubt
+        (it starts like a file we follow or followed, however little of it we read), leave it."""
+        head = _read_head(path)
+        known = [f.identity for f in self._files.values() if f.stream == stream] + list(self._read_heads)
+        return head is None or any(identity.fp_len and _matches(head, identity) for identity in known)
+
     def _is_copy_of_followed(self, stream: str, path: str) -> bool:
         """A new file whose head equals a followed file's is a copy (copytruncate, cp): not new lines.
 
         It is left alone; if the original is then truncated, `_truncated` reads the copy from
         the original's offset, so lines written just before the copy are not lost.
         """
-        candidates = [
-            f for f in self._files.values() if f.stream == stream and f.identity.fp_len >= MIN_COPY_FINGERPRINT
-        ]
-        if not candidates:
-            return False
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            return False
-        head = _read_head(path)
-        # A copy holds at least what we read of the original; a smaller file with the same head
-        # (a log that starts with a fixed banner, recreated after deletion) is a new file.
-        return head is not None and any(_matches(head, f.identity) and size >= f.offset for f in candidates)
+        return any(f.stream == stream and _holds_what_we_read(path, f) for f in list(self._files.values()))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -406,10 +404,12 @@ class Follower:
         """
         try:
             st = os.fstat(followed.handle.fileno())
-            if st.st_size < followed.offset or (st.st_size != followed.last_size and not self._unchanged(followed)):
+            changed = st.st_size != followed.last_size or st.st_mtime_ns != followed.last_mtime
+            if st.st_size < followed.offset or (changed and not self._unchanged(followed)):
                 yield from self._truncated(followed)
+                yield from self._examine(followed)  # and read what it holds now, in this same pass
                 return
-            followed.last_size = st.st_size
+            followed.last_size, followed.last_mtime = st.st_size, st.st_mtime_ns
             if st.st_size > followed.offset:
                 yield from self._read(followed, st.st_size)
                 return
@@ -438,6 +438,8 @@ class Follower:
             budget -= len(data)
             followed.tail = (followed.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
             yield Data(followed.stream, followed.serial, data)
+        if followed.identity.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
+            self._head_holds(followed)
         followed.last_growth = self._clock()
         followed.idle_flushed = False
         self.busy = True
@@ -477,9 +479,17 @@ class Follower:
         copy = _find_copy(followed)
         if copy is not None:
             yield from self._read_copy(followed, copy)
-        self._forget(followed)
         yield End(followed.stream, followed.serial, "truncated")
-        self._open(followed.stream, followed.path, at_end=False)
+        self._remember(followed)
+        # The same file (by its handle: it may have been renamed meanwhile), read again from its
+        # start under a new serial, so the old partial line is not glued to the new content.
+        del self._files[followed.serial]
+        self._serial += 1
+        followed.serial = self._serial
+        self._files[followed.serial] = followed
+        followed.identity = _identity(followed.handle, os.fstat(followed.handle.fileno()))
+        followed.offset, followed.tail, followed.last_size, followed.last_mtime = 0, b"", 0, 0
+        self.generation += 1
         self.busy = True
 
     def _read_copy(self, followed: _Followed, copy_path: str) -> Iterator[Item]:
@@ -519,7 +529,12 @@ class Follower:
             return True
         return False
 
+    def _remember(self, followed: _Followed) -> None:
+        if followed.offset and followed.identity.fp_len:
+            self._read_heads.append(followed.identity)
+
     def _forget(self, followed: _Followed) -> None:
+        self._remember(followed)
         self.generation += 1
         self._files.pop(followed.serial, None)
         key = (followed.identity.dev, followed.identity.ino)
@@ -575,18 +590,27 @@ def _siblings(path: str) -> list[str]:
 
 
 def _find_copy(followed: _Followed) -> str | None:
-    """The rotated copy of a truncated file: a sibling starting with the same bytes, at least as long."""
-    identity = followed.identity
-    if identity.fp_len < MIN_COPY_FINGERPRINT:
-        return None
+    """The rotated copy of a truncated file: a sibling holding what we read of it."""
     for path in _siblings(followed.path):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < followed.offset:
-            continue
-        head = _read_head(path)
-        if head is not None and _matches(head, identity):
+        if _holds_what_we_read(path, followed):
             return path
     return None
+
+
+def _holds_what_we_read(path: str, followed: _Followed) -> bool:
+    """Is `path` another file holding what we read of `followed`: the same head, the same bytes
+    just before our offset, and at least that long? Too little read (under 64 bytes) to tell
+    a copy from a file that merely starts alike counts as no."""
+    identity = followed.identity
+    if identity.fp_len < MIN_COPY_FINGERPRINT:
+        return False
+    try:
+        with open(path, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < followed.offset:
+                return False
+            head = os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
+            tail = os.pread(f.fileno(), len(followed.tail), followed.offset - len(followed.tail))
+    except OSError:
+        return False
+    return _matches(head, identity) and tail == followed.tail

@@ -150,3 +150,101 @@ def test_check_config_exits_2_with_one_clear_message(case, tmp_path):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# --- fuzzing: any input gives a ConfigError with a location, never a traceback ---------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from monitor.scan import compile_matcher  # noqa: E402
+
+KEYS = [
+    "version",
+    "rules",
+    "name",
+    "severity",
+    "pattern",
+    "examples",
+    "labels",
+    "metrics",
+    "prefix",
+    "listen",
+    "scan",
+    "max_line_bytes",
+    "sources",
+    "paths",
+    "follow",
+    "start_at",
+    "reconcile",
+    "claims",
+    "rule",
+    "accept",
+    "when",
+    "mongodb",
+    "url",
+    "timestamp",
+    "timezone",
+    "regex",
+    "state",
+    "directory",
+    "x",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**7),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["error", "(a+)+$", "a*", "(", "${NOPE}", "[", "✅ 分析"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)),
+    max_leaves=25,
+)
+
+
+def load_and_compile(path):
+    loaded = load_config(path, environ={})
+    compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=documents)
+def test_any_yaml_document_is_accepted_or_explained(document, tmp_path):
+    import yaml
+
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    try:
+        load_and_compile(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path)), str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=300))
+def test_any_bytes_are_accepted_or_explained(raw, tmp_path):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(raw)
+    try:
+        load_and_compile(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path)), str(exc)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pattern=st.text(max_size=20))
+def test_any_pattern_is_accepted_or_explained(pattern, tmp_path):
+    path = tmp_path / "fuzz.yaml"
+    import yaml
+
+    path.write_text(
+        yaml.safe_dump({"rules": [{"name": "r", "severity": "info", "pattern": pattern, "examples": ["x"]}]}),
+        encoding="utf-8",
+    )
+    try:
+        load_and_compile(path)
+    except ConfigError as exc:
+        assert "rules[0]" in str(exc) or "rules" in str(exc), str(exc)

@@ -420,3 +420,78 @@ def test_permission_denied_is_counted_and_said_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"read_errors": 1, "open": 0}
     assert result.stderr.count("Permission denied") == 1  # said once, though polled three times
+
+
+# --- properties: random writes, rotations of every kind and looks, checked against a model ------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(min_value=1, max_value=30)),
+        st.tuples(st.sampled_from(["poll", "rename", "copytruncate", "delete", "partial"]), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(operations=OPERATIONS)
+def test_every_line_is_read_exactly_once_whatever_the_rotations(operations):
+    """The model: every numbered line written is read once. Two things no follower can do are
+    left out: a file deleted before anyone looked at it (the follower holds looked-at files
+    open), and lines of a file copytruncated before 64 bytes of it were read (too little to
+    recognise its copy by); the writer waits while the copy is made, as logrotate requires."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        directory = Path(directory)
+        log = directory / "app.log"
+        log.touch()
+        reader = Reader(follower_for(log)).step()
+        n = 0
+        read_of_current = 0  # bytes of the current app.log present at the last look
+
+        def look() -> None:
+            nonlocal read_of_current
+            reader.step()
+            read_of_current = log.stat().st_size
+
+        for operation, count in operations:
+            if operation == "write":
+                n = write(log, n, count)
+            elif operation == "partial":  # a line written in two parts
+                with open(log, "ab") as f:
+                    f.write(b"line %d" % n)
+                with open(log, "ab") as f:
+                    f.write(b"\n")
+                n += 1
+            elif operation == "poll":
+                look()
+            elif operation == "rename":
+                for i in range(8, 0, -1):
+                    older = directory / f"app.log.{i}"
+                    if older.exists():
+                        older.rename(directory / f"app.log.{i + 1}")
+                log.rename(directory / "app.log.1")
+                log.touch()
+                read_of_current = 0
+            elif operation == "copytruncate":
+                if read_of_current < 64:
+                    look()
+                shutil.copyfile(log, directory / f"app.log.copy{n}")
+                os.truncate(log, 0)
+                read_of_current = 0
+            elif operation == "delete":
+                look()
+                log.unlink()
+                log.touch()
+                read_of_current = 0
+        reader.drain(4)
+        assert reader.numbers() == list(range(n))
+        reader.follower.close()

@@ -231,3 +231,44 @@ def test_a_line_without_the_default_timestamp_gets_the_clock():
         7.0,
         7.0,
     ]
+
+
+# --- properties: random bytes, planted keyword lines, random read boundaries ----------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KEYWORD = "MongoDB操作超时".encode()
+noise = (
+    st.binary(max_size=60)
+    .map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+    .filter(lambda b: b"MongoDB" not in b)
+)
+line = st.tuples(st.booleans(), noise, noise, st.booleans())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(line, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    final_newline=st.booleans(),
+)
+def test_planted_keywords_are_counted_exactly_whatever_the_bytes_and_boundaries(lines, cuts, final_newline):
+    planted = sum(keyword for keyword, _, _, _ in lines)
+    texts = [before + (KEYWORD if keyword else b"") + after for keyword, before, after, _ in lines]
+    ends = [b"\r\n" if crlf else b"\n" for _, _, _, crlf in lines]
+    counted_lines = len(lines)
+    if lines and not final_newline:
+        ends[-1] = b""  # a last line without newline still counts, unless it is empty
+        counted_lines -= not texts[-1]
+    data = b"".join(text + end for text, end in zip(texts, ends, strict=True))
+    scanner = Scanner(_MATCHERS.setdefault("props", Matcher([rule("timeout", "MongoDB操作超时")])), 1 << 20)
+    events = []
+    previous = 0
+    for cut in sorted({c for c in cuts if c < len(data)}):
+        events += scanner.feed(data[previous:cut])
+        previous = cut
+    events += scanner.feed(data[previous:]) + scanner.flush()
+    assert len(events) == planted
+    assert scanner.framer.stats.lines == counted_lines
+    assert scanner.framer.stats.bytes == len(data)
