@@ -76,6 +76,8 @@ class Waker:
         self._started = True
 
     def stop(self) -> None:
+        self._observer.unschedule_all()  # also stops emitters scheduled before start()
+        self._watches.clear()
         if self._started:
             self._observer.stop()
             self._observer.join(timeout=2)

@@ -108,3 +108,32 @@ def test_control_characters_never_reach_the_sidecar_log_raw(tmp_path):
     )
     text = EscapingFormatter("%(levelname)s %(message)s").format(record)
     assert text == "WARNING file a\\x1b[31m\\x0aFAKE 2025 ERROR forged"
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    import os
+    import pty
+    import sys
+
+    big = tmp_path / "big.log"
+    big.write_bytes((GOLDEN / "tradingagents.log").read_bytes() * 700)  # ~12 MB, above the 8 MiB threshold
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "monitor", "scan", str(big), "--format", "json"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "100"})
+    os.close(slave)
+    out, _ = process.communicate(timeout=120)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(master)
+    assert process.returncode == 0
+    assert b"scanning" in terminal  # the bar was drawn on the terminal ...
+    assert json.loads(out)["lines"] == 97 * 700  # ... and stdout stayed clean JSON
+    piped = run_monitor("scan", str(big), "--format", "json")
+    assert piped.stderr == ""  # no bar when stderr is not a terminal

@@ -386,3 +386,24 @@ def test_a_1_gib_line_without_newline_keeps_memory_bounded(tmp_path, sidecars):
     peak = peak_rss_mib(sidecar.proc.pid)
     print(f"peak RSS after a 1 GiB line: {peak:.1f} MiB")
     assert peak < 100
+
+
+def test_healthz_fails_when_the_follow_loop_stalls(tmp_path):
+    """In-process with a hand-moved clock: a loop that stops passing makes /healthz fail."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.sidecar import RunOptions, Sidecar
+
+    now = [1000.0]
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = Sidecar(RunOptions(REPO / "config.yaml", (str(log),), "127.0.0.1:0", str(tmp_path / "state")),
+                      CollectorRegistry(), clock=lambda: now[0])
+    sidecar._pass()
+    assert sidecar._healthy() == (True, "ok")
+    assert sidecar._ready()[0] is True
+    now[0] += 31  # no pass for 31 s (the limit: 30 s, or 10 poll intervals)
+    assert sidecar._healthy() == (False, "follow loop stalled for 31 s")
+    sidecar._pass()
+    assert sidecar._healthy()[0] is True
+    sidecar.shutdown()
