@@ -93,10 +93,11 @@ ANALYSIS_ERRORS = [
 STATUS_ERRORS = [
     "ServerSelectionTimeoutError",
     "Event loop is closed",
-    # asyncio's *other* wording of the foreign-loop bug: event_loop_regression does not cover it.
-    "Task <Task pending name='Task-12' coro=<update_status()>> got Future <Future pending> "
-    "attached to a different loop",
 ]
+# asyncio's other wording of the foreign-loop bug: event_loop_regression counts it too.
+LOOP_ERROR_OTHER = (
+    "Task <Task pending name='Task-12' coro=<update_status()>> got Future <Future pending> attached to a different loop"
+)
 AGENT_CN = [
     "📈 [市场分析师] 开始分析 {sym} 的技术指标",
     "📈 [市场分析师] {sym} 的 MACD 金叉，RSI={x}，短期趋势偏多",
@@ -293,7 +294,10 @@ def keyword_kinds() -> list[Kind]:
              lambda rng: f"MongoDB操作失败: {LOOP_ERROR}", (mongo_failed, "event_loop_regression")),
         Kind("operation_failed_loop_traceback", 0.5, wrapper,
              lambda rng: f"MongoDB操作失败: {LOOP_ERROR}\n" + "\n".join(LOOP_TRACEBACK),
-             (mongo_failed, *["event_loop_regression"] * 3), hit_lines=3),
+             (mongo_failed, "event_loop_regression")),  # the traceback's lines count nothing
+        Kind("status_update_failed_loop", 0.3, server("WARNING", 2570),
+             lambda rng: f"{WARN} 更新数据库状态失败: {LOOP_ERROR_OTHER}",
+             ("status_update_failed", "event_loop_regression")),
         Kind("status_update_failed", 1, server("WARNING", 2570),
              lambda rng: f"{WARN} 更新数据库状态失败: {rng.choice(STATUS_ERRORS)}", ("status_update_failed",)),
         Kind("status_update_failed_timeout", 0.3, server("WARNING", 2570),

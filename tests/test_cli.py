@@ -18,7 +18,7 @@ SAMPLE = str(GOLDEN / "tradingagents.log")
 def test_check_config_lists_rules_and_says_ok():
     result = run_monitor("check-config")
     assert result.returncode == 0, result.stderr
-    assert "config.yaml: OK, 14 rules, 16 example lines matched" in result.stdout
+    assert "config.yaml: OK, 14 rules, 17 example lines matched" in result.stdout
     assert "mongodb_operation_timeout" in result.stdout
 
 

@@ -272,3 +272,21 @@ def test_planted_keywords_are_counted_exactly_whatever_the_bytes_and_boundaries(
     assert len(events) == planted
     assert scanner.framer.stats.lines == counted_lines
     assert scanner.framer.stats.bytes == len(data)
+
+
+def test_a_traceback_repeating_the_loop_error_is_one_event():
+    """The shipped profile counts the log record, not the traceback lines that repeat its text."""
+    from monitor.config import load_config
+    from tests.conftest import REPO
+
+    loaded = load_config(REPO / "config.yaml", environ={})
+    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+    record = log_line("MongoDB操作失败: The future belongs to a different loop than the one specified", "ERROR")
+    traceback = [
+        "Traceback (most recent call last):",
+        '  File "/app/backend/tradingagents_server.py", line 215, in safe_mongodb_operation',
+        "    raise ValueError('The future belongs to a different loop than the one specified as the loop argument')",
+        "ValueError: The future belongs to a different loop than the one specified as the loop argument",
+    ]
+    events = matcher.scan(("\n".join([record, *traceback]) + "\n").encode())
+    assert sorted(e.rule for e in events) == ["event_loop_regression", "mongodb_operation_failed"]
