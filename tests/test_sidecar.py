@@ -407,3 +407,20 @@ def test_healthz_fails_when_the_follow_loop_stalls(tmp_path):
     sidecar._pass()
     assert sidecar._healthy()[0] is True
     sidecar.shutdown()
+
+
+def test_a_file_growing_at_disk_speed_is_followed_to_the_last_line(tmp_path, sidecars):
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()
+    block = (log_line("HTTP 200 GET /api/analysis/status 耗时 12ms") + "\n") * 999 + TIMEOUT
+    data = block.encode() * 2000  # ~370 MB as fast as the disk takes it, 2000 keyword lines among 2M
+    with open(log, "ab") as f:
+        for start in range(0, len(data), 8 << 20):
+            f.write(data[start : start + (8 << 20)])
+    wait_for(lambda: sidecar.value("logmonitor_bytes_total", stream="app") == len(data), timeout=180,
+             what="the whole file read")
+    assert sidecar.events(RULE) == 2000
+    assert sidecar.value("logmonitor_lines_total", stream="app") == 2_000_000
+    assert sidecar.value("logmonitor_bytes_behind", stream="app") == 0
+    assert peak_rss_mib(sidecar.proc.pid) < 100
