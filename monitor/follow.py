@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import logging
 import os
 import stat
@@ -27,15 +26,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from monitor.identity import (
+    COMPRESSED_SUFFIXES,
+    FINGERPRINT_BYTES,
+    MIN_COPY_FINGERPRINT,
+    TAIL_BYTES,
+    Identity,
+    digest,
+    holds_what_was_read,
+    identity_of,
+    matches,
+    read_head,
+    siblings,
+)
 from monitor.watch import existing_ancestor
 
-log = logging.getLogger(__name__)
+__all__ = ["Data", "End", "Flush", "FollowSettings", "Follower", "Identity", "Item", "Position", "StreamSpec"]
 
-FINGERPRINT_BYTES = 1024
-TAIL_BYTES = 64
-# A shorter prefix is too likely to be shared by unrelated files to call one a copy of the other.
-MIN_COPY_FINGERPRINT = 64
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z", ".Z")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,14 +62,6 @@ class FollowSettings:
     partial_line_flush_seconds: float = 5.0
     rotated_close_idle_seconds: float = 300.0
     max_files_per_stream: int = 256
-
-
-@dataclass(frozen=True)
-class Identity:
-    dev: int
-    ino: int
-    fp_len: int
-    fp: str  # sha1 of the first fp_len bytes
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class Follower:
             base = os.path.basename(pattern)
             if glob.has_magic(base):
                 continue  # a glob already matches the rotated names it wants
-            for sibling in _siblings(pattern):
+            for sibling in siblings(pattern):
                 try:
                     st = os.stat(sibling)
                 except OSError:
@@ -344,7 +344,7 @@ class Follower:
             self._problem(stream, f"open:{path}", "cannot open %s: %s", path, exc.strerror or exc)
             return None
         self._reported.keys.discard(f"open:{path}")
-        identity = _identity(handle, st)
+        identity = identity_of(handle, st)
         start = st.st_size if at_end else offset
         self._serial += 1
         followed = _Followed(self._serial, stream, path, path, handle, identity, start, st.st_size, self._clock())
@@ -373,9 +373,9 @@ class Follower:
     def _starts_like_followed(self, stream: str, path: str) -> bool:
         """Reading a file whole is only safe if it is not a copy of what we read: when in doubt
         (it starts like a file we follow or followed, however little of it we read), leave it."""
-        head = _read_head(path)
+        head = read_head(path)
         known = [f.identity for f in self._files.values() if f.stream == stream] + list(self._read_heads)
-        return head is None or any(identity.fp_len and _matches(head, identity) for identity in known)
+        return head is None or any(identity.fp_len and matches(head, identity) for identity in known)
 
     def _is_copy_of_followed(self, stream: str, path: str) -> bool:
         """A new file whose head equals a followed file's is a copy (copytruncate, cp): not new lines.
@@ -383,7 +383,10 @@ class Follower:
         It is left alone; if the original is then truncated, `_truncated` reads the copy from
         the original's offset, so lines written just before the copy are not lost.
         """
-        return any(f.stream == stream and _holds_what_we_read(path, f) for f in list(self._files.values()))
+        return any(
+            f.stream == stream and holds_what_was_read(path, f.identity, f.offset, f.tail)
+            for f in list(self._files.values())
+        )
 
     # -- reading ---------------------------------------------------------------------
 
@@ -467,16 +470,23 @@ class Follower:
         fd = followed.handle.fileno()
         identity = followed.identity
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
-        if not _matches(head, identity):
+        if not matches(head, identity):
             return False
         if identity.fp_len < FINGERPRINT_BYTES and len(head) > identity.fp_len:
-            followed.identity = Identity(identity.dev, identity.ino, len(head), _digest(head))
+            followed.identity = Identity(identity.dev, identity.ino, len(head), digest(head))
         return True
 
     def _truncated(self, followed: _Followed) -> Iterator[Item]:
         stream = self.stats[followed.stream]
         stream.truncations += 1
-        copy = _find_copy(followed)
+        copy = next(
+            (
+                p
+                for p in siblings(followed.path)
+                if holds_what_was_read(p, followed.identity, followed.offset, followed.tail)
+            ),
+            None,
+        )
         if copy is not None:
             yield from self._read_copy(followed, copy)
         yield End(followed.stream, followed.serial, "truncated")
@@ -487,7 +497,7 @@ class Follower:
         self._serial += 1
         followed.serial = self._serial
         self._files[followed.serial] = followed
-        followed.identity = _identity(followed.handle, os.fstat(followed.handle.fileno()))
+        followed.identity = identity_of(followed.handle, os.fstat(followed.handle.fileno()))
         followed.offset, followed.tail, followed.last_size, followed.last_mtime = 0, b"", 0, 0
         self.generation += 1
         self.busy = True
@@ -506,14 +516,14 @@ class Follower:
 
     def _reopen(self, position: Position) -> bool:
         """Find a checkpointed file again: at its path, else by inode or head among its siblings."""
-        for path in [position.path, *_siblings(position.path)]:
+        for path in [position.path, *siblings(position.path)]:
             try:
                 st = os.stat(path)
             except OSError:
                 continue
             same_inode = (st.st_dev, st.st_ino) == (position.identity.dev, position.identity.ino)
-            head = _read_head(path)
-            if head is None or not _matches(head, position.identity):
+            head = read_head(path)
+            if head is None or not matches(head, position.identity):
                 continue
             if not same_inode and (position.identity.fp_len < MIN_COPY_FINGERPRINT or st.st_size < position.offset):
                 continue
@@ -552,65 +562,3 @@ class Follower:
         for name, stats in self.stats.items():
             stats.files_open = open_count[name]
             stats.bytes_behind = behind[name]
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-
-def _identity(handle: BinaryIO, st: os.stat_result) -> Identity:
-    head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
-    return Identity(st.st_dev, st.st_ino, len(head), _digest(head))
-
-
-def _matches(head: bytes, identity: Identity) -> bool:
-    return len(head) >= identity.fp_len and _digest(head[: identity.fp_len]) == identity.fp
-
-
-def _read_head(path: str) -> bytes | None:
-    try:
-        with open(path, "rb", buffering=0) as f:
-            return f.read(FINGERPRINT_BYTES)
-    except OSError:
-        return None
-
-
-def _siblings(path: str) -> list[str]:
-    """Other uncompressed regular files in the same directory: where rotation puts a file."""
-    directory = os.path.dirname(path) or "."
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    return sorted(
-        e.path
-        for e in entries
-        if e.path != path and not e.name.endswith(COMPRESSED_SUFFIXES) and e.is_file(follow_symlinks=False)
-    )
-
-
-def _find_copy(followed: _Followed) -> str | None:
-    """The rotated copy of a truncated file: a sibling holding what we read of it."""
-    for path in _siblings(followed.path):
-        if _holds_what_we_read(path, followed):
-            return path
-    return None
-
-
-def _holds_what_we_read(path: str, followed: _Followed) -> bool:
-    """Is `path` another file holding what we read of `followed`: the same head, the same bytes
-    just before our offset, and at least that long? Too little read (under 64 bytes) to tell
-    a copy from a file that merely starts alike counts as no."""
-    identity = followed.identity
-    if identity.fp_len < MIN_COPY_FINGERPRINT:
-        return False
-    try:
-        with open(path, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < followed.offset:
-                return False
-            head = os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
-            tail = os.pread(f.fileno(), len(followed.tail), followed.offset - len(followed.tail))
-    except OSError:
-        return False
-    return _matches(head, identity) and tail == followed.tail

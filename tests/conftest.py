@@ -68,9 +68,7 @@ def no_thread_leaks():
     before = set(threading.enumerate())
     yield
     # watchdog keeps one process-wide inotify reader thread (InotifyFD) once any observer exists.
-    leaked = [
-        t for t in threading.enumerate() if t not in before and t.is_alive() and type(t).__name__ != "InotifyFD"
-    ]
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and type(t).__name__ != "InotifyFD"]
     for thread in leaked:
         thread.join(timeout=2)
     leaked = [t.name for t in leaked if t.is_alive()]

@@ -118,8 +118,13 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     big = tmp_path / "big.log"
     big.write_bytes((GOLDEN / "tradingagents.log").read_bytes() * 700)  # ~12 MB, above the 8 MiB threshold
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "monitor", "scan", str(big), "--format", "json"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "100"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "scan", str(big), "--format", "json"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "100"},
+    )
     os.close(slave)
     out, _ = process.communicate(timeout=120)
     terminal = b""

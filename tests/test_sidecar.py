@@ -397,8 +397,11 @@ def test_healthz_fails_when_the_follow_loop_stalls(tmp_path):
     now = [1000.0]
     log = tmp_path / "app.log"
     log.touch()
-    sidecar = Sidecar(RunOptions(REPO / "config.yaml", (str(log),), "127.0.0.1:0", str(tmp_path / "state")),
-                      CollectorRegistry(), clock=lambda: now[0])
+    sidecar = Sidecar(
+        RunOptions(REPO / "config.yaml", (str(log),), "127.0.0.1:0", str(tmp_path / "state")),
+        CollectorRegistry(),
+        clock=lambda: now[0],
+    )
     sidecar._pass()
     assert sidecar._healthy() == (True, "ok")
     assert sidecar._ready()[0] is True
@@ -418,8 +421,11 @@ def test_a_file_growing_at_disk_speed_is_followed_to_the_last_line(tmp_path, sid
     with open(log, "ab") as f:
         for start in range(0, len(data), 8 << 20):
             f.write(data[start : start + (8 << 20)])
-    wait_for(lambda: sidecar.value("logmonitor_bytes_total", stream="app") == len(data), timeout=180,
-             what="the whole file read")
+    wait_for(
+        lambda: sidecar.value("logmonitor_bytes_total", stream="app") == len(data),
+        timeout=180,
+        what="the whole file read",
+    )
     assert sidecar.events(RULE) == 2000
     assert sidecar.value("logmonitor_lines_total", stream="app") == 2_000_000
     assert sidecar.value("logmonitor_bytes_behind", stream="app") == 0
