@@ -89,7 +89,9 @@ class Rule(_Model):
 class TimestampFormat(_Model):
     """How to read the time of a matched line; lines without it get the read time."""
 
-    regex: str = r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})"
+    # logging's asctime at the line start, also inside Docker's json-file (`{"log":"...`) and
+    # Kubernetes' CRI (`<time> stdout F ...`) wrappings.
+    regex: str = r'^(?:\{"log": ?"|\S+ (?:stdout|stderr) [FP] )?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})'
     format: str = "%Y-%m-%d %H:%M:%S,%f"
     timezone: str = "UTC"
 

@@ -314,11 +314,10 @@ class _TimestampReader:
 
     def read(self, line: bytes) -> float | None:
         if self._default_layout:
-            # logging's asctime at the start of the line: slice it, no regex.
+            # logging's asctime at the start of the line (the common case): slice it, no regex.
             head = line[:23]
             if len(head) == 23 and head[4] == 45 and head[10] == 32 and head[19] == 44 and head[:4].isdigit():
                 return self._parse(head)
-            return None
         match = self._regex.search(line)
         if match is None:
             return None
