@@ -182,7 +182,6 @@ class Follower:
             self.last_resolve_seconds = self._clock() - started
         for followed in list(self._files.values()):
             yield from self._examine(followed)
-        self._update_gauges()
 
     def positions(self) -> list[tuple[int, Position]]:
         """(serial, position) of every followed file, for the checkpoint."""
@@ -553,7 +552,8 @@ class Follower:
         with contextlib.suppress(OSError):
             followed.handle.close()
 
-    def _update_gauges(self) -> None:
+    def refresh_gauges(self) -> None:
+        """Files open and bytes behind per stream, computed when someone looks (a scrape)."""
         open_count = dict.fromkeys(self.stats, 0)
         behind = dict.fromkeys(self.stats, 0)
         for followed in self._files.values():

@@ -217,8 +217,6 @@ class Sidecar:
         with self._lock:
             for item in self.follower.poll(resolve=resolve):
                 self._apply(item)
-            if resolve or self.follower.busy:
-                self.metrics.observe_follow(self.follower.stats)
         if resolve:
             timers.next_resolve = now + max(settings.poll_interval_seconds, gap)
             self._waker.watch_directories(self.follower.watch_directories())
@@ -234,8 +232,12 @@ class Sidecar:
         busy = now - timers.last_data < BUSY_LINGER_SECONDS
         if self._waker.want_modify_events(not busy) and not busy:
             return  # a write may have slipped by while the watch changed: look once more first
-        if not self._stopping.is_set():
-            self._waker.event.wait(settings.busy_poll_seconds if busy else settings.poll_interval_seconds)
+        if self._stopping.is_set():
+            return
+        if busy:
+            time.sleep(settings.busy_poll_seconds)  # modify events are off: nothing to wait for but time
+        else:
+            self._waker.event.wait(settings.poll_interval_seconds)
 
     def _apply(self, item: Item) -> None:
         scanner = self._scanners.get(item.file)
@@ -272,6 +274,8 @@ class Sidecar:
         # exactly what is saved; the fsync runs after the lock is released (the follow loop goes
         # on) and before the response is sent.
         with self._lock:
+            self.follower.refresh_gauges()
+            self.metrics.observe_follow(self.follower.stats)
             state, sequence = self._state(), next(self._sequence)
             yield
         self._write(state, sequence)
@@ -372,7 +376,10 @@ class Sidecar:
     def _ready(self) -> tuple[bool, str]:
         if not self.follower.resolved:
             return False, "resolving sources"
-        return True, f"ready: {sum(s.files_open for s in self.follower.stats.values())} file(s) followed"
+        with self._lock:
+            self.follower.refresh_gauges()
+            files = sum(s.files_open for s in self.follower.stats.values())
+        return True, f"ready: {files} file(s) followed"
 
     def reload(self) -> bool:
         """Re-read the config (SIGHUP): new rules apply to new lines; offsets and counts are kept."""

@@ -48,6 +48,7 @@ class Reader:
                     del self.framers[item.file]
             for block in blocks:
                 self.lines.extend(block.tobytes().splitlines())
+        self.follower.refresh_gauges()  # as a scrape does
         return self
 
     def drain(self, passes: int = 3) -> Reader:
@@ -408,6 +409,7 @@ def test_permission_denied_is_counted_and_said_once(tmp_path):
         "from monitor.follow import Follower, FollowSettings, StreamSpec\n"
         f"f = Follower([StreamSpec('app', ({str(secret)!r},))], FollowSettings(start_at='beginning'))\n"
         "for _ in range(3):\n    list(f.poll())\n"
+        "f.refresh_gauges()\n"
         "print(json.dumps({'read_errors': f.stats['app'].read_errors, 'open': f.stats['app'].files_open}))\n"
     )
     result = subprocess.run(
