@@ -148,7 +148,9 @@ class FollowConfig(_Model):
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)  # safety net when inotify is silent
     busy_poll_seconds: float = Field(default=0.01, gt=0, le=1)  # while lines keep coming
     partial_line_flush_seconds: float = Field(default=5.0, gt=0)
-    rotated_close_idle_seconds: float = Field(default=300.0, gt=0)
+    # A server that ignores the reopen signal may write into a rotated file for hours, quiet at night:
+    # such files stay followed until deleted (compressed away) or idle this long.
+    rotated_close_idle_seconds: float = Field(default=86400.0, gt=0)
     max_files_per_stream: int = Field(default=256, ge=1)  # each followed file holds a descriptor
 
 

@@ -60,7 +60,7 @@ class FollowSettings:
     read_chunk_bytes: int = 1 << 20
     max_read_per_pass: int = 16 << 20  # per file, so one huge backlog cannot starve the others
     partial_line_flush_seconds: float = 5.0
-    rotated_close_idle_seconds: float = 300.0
+    rotated_close_idle_seconds: float = 86400.0
     max_files_per_stream: int = 256
 
 

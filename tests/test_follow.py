@@ -497,3 +497,27 @@ def test_every_line_is_read_exactly_once_whatever_the_rotations(operations):
         reader.drain(4)
         assert reader.numbers() == list(range(n))
         reader.follower.close()
+
+
+def test_a_rotated_file_written_again_after_a_quiet_hour_is_still_read(tmp_path):
+    """logrotate `create` with a server that ignores the reopen signal: the renamed file is the
+    one still written, possibly after a quiet night. It stays followed until deleted."""
+    log = tmp_path / "app.log"
+    log.touch()
+    now = [0.0]
+    follower = Follower([StreamSpec("app", (str(log),))], FollowSettings(), clock=lambda: now[0])
+    reader = Reader(follower).step()
+    server = open(log, "ab", buffering=0)  # noqa: SIM115 (the server's handle)
+    server.write(b"line 0\n")
+    log.rename(tmp_path / "app.log.1")
+    log.touch()
+    reader.step()
+    now[0] += 3600
+    reader.step()
+    server.write(b"line 1\n")
+    reader.step()
+    assert reader.numbers() == [0, 1]
+    server.close()
+    (tmp_path / "app.log.1").unlink()
+    reader.step()
+    assert reader.ends == ["deleted"]

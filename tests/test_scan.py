@@ -302,8 +302,11 @@ def test_docker_json_file_and_cri_lines_give_the_same_events_ids_and_times():
     loaded = load_config(REPO / "config.yaml", environ={"TRADINGAGENTS_LOG_TZ": "Asia/Shanghai"})
     matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
     record = log_line("✅ 分析完成状态已更新到数据库: 68f8741c3512a67997df93d2")
-    docker = jsonlib.dumps({"log": record + "\n", "stream": "stdout", "time": "2025-10-22T06:20:02.1234Z"},
-                           ensure_ascii=False, separators=(",", ":"))  # as Docker writes it
+    docker = jsonlib.dumps(
+        {"log": record + "\n", "stream": "stdout", "time": "2025-10-22T06:20:02.1234Z"},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )  # as Docker writes it
     cri = "2025-10-22T06:20:02.123456789Z stdout F " + record
     for line in (record, docker, cri):
         (event,) = matcher.scan(line.encode() + b"\n")
