@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUSY_LINGER_SECONDS = 0.5  # keep polling fast this long after the last data, so bursts do not flap
+BUSY_LINGER_SECONDS = 0.5
+FOLLOW_STATE = (
+    "rotations",
+    "truncations",
+    "read_errors",
+    "lost_files",
+)  # the follower's checkpointed counters  # keep polling fast this long after the last data, so bursts do not flap
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,12 @@ class Sidecar:
         self.server = MetricsServer(*self.listen, self.endpoints(), self.security).start()
         self._waker.start()
         if self.reconciler is not None:
-            self.reconciler.restore(self.restored_extra.get("reconcile", {}))
+            try:
+                self.reconciler.restore(self.restored_extra.get("reconcile", {}))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.error(
+                    "checkpoint %s: pending MongoDB checks unreadable (%s); they start empty", self.store.path, exc
+                )
             self.reconciler.start()
         log.info(
             "following %s; metrics on http://%s:%d/metrics; state in %s",
@@ -310,10 +321,7 @@ class Sidecar:
                     "size": position.size,
                 }
             )
-        follow_stats = {
-            name: {k: getattr(s, k) for k in ("rotations", "truncations", "read_errors", "lost_files")}
-            for name, s in self.follower.stats.items()
-        }
+        follow_stats = {name: {k: getattr(s, k) for k in FOLLOW_STATE} for name, s in self.follower.stats.items()}
         return {
             "files": files,
             "metrics": self.metrics.snapshot(),
@@ -331,11 +339,13 @@ class Sidecar:
             )
             return
         try:
-            self.metrics.restore(state.get("metrics", {}))
-            for name, values in state.get("follow", {}).items():
-                if name in self.follower.stats:
-                    for key, value in values.items():
-                        setattr(self.follower.stats[name], key, int(value))
+            # Everything is parsed (the counters into a scratch copy) before anything is applied:
+            # a checkpoint of the right version but the wrong shape must not leave half a restore.
+            LogMetrics(self.loaded.config, None).restore(state.get("metrics", {}))
+            follow = {
+                name: {key: int(values[key]) for key in FOLLOW_STATE if key in values}
+                for name, values in dict(state.get("follow", {})).items()
+            }
             positions = [
                 Position(
                     f["stream"],
@@ -348,8 +358,12 @@ class Sidecar:
             ]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.error("checkpoint %s has unexpected content (%s); starting fresh", self.store.path, exc)
-            self.metrics = LogMetrics(self.loaded.config, None)
             return
+        self.metrics.restore(state.get("metrics", {}))
+        for name, values in follow.items():
+            if name in self.follower.stats:
+                for key, value in values.items():
+                    setattr(self.follower.stats[name], key, value)
         self.follower.restore(positions)
         self.restored_extra = state.get("extra", {})
         log.info("resumed from checkpoint: %d file position(s)", len(positions))

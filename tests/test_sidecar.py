@@ -430,3 +430,25 @@ def test_a_file_growing_at_disk_speed_is_followed_to_the_last_line(tmp_path, sid
     assert sidecar.value("logmonitor_lines_total", stream="app") == 2_000_000
     assert sidecar.value("logmonitor_bytes_behind", stream="app") == 0
     assert peak_rss_mib(sidecar.proc.pid) < 100
+
+
+def test_a_checkpoint_of_the_wrong_shape_is_reported_and_counting_works(tmp_path, sidecars):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "metrics": {"events": [["mongodb_operation_timeout", [], 5.0], ["broken"]]},
+                "follow": {"app": {"rotations": 3, "__class__": "x"}},
+                "files": [],
+            }
+        )
+    )
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log)).start()
+    assert "has unexpected content" in sidecar.stderr()
+    assert sidecar.events(RULE) == 0  # nothing half-restored
+    append(log, TIMEOUT, 2)
+    wait_for(lambda: sidecar.events(RULE) == 2, what="counting on the served metrics")
+    assert sidecar.value("logmonitor_rotations_total", stream="app") == 0
