@@ -104,10 +104,6 @@ class Waker:
             self._watches[directory] = self._schedule(directory)
         return True
 
-    @property
-    def watched(self) -> set[str]:
-        return {d for d, w in self._watches.items() if w is not None}
-
     def _schedule(self, directory: str) -> ObservedWatch | None:
         events = WITH_MODIFY_EVENTS if self._modify else STRUCTURE_EVENTS
         try:
