@@ -19,7 +19,7 @@ from monitor.scan import Event
 _OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     """One analysis id and what the log says its persisted status must be."""
 

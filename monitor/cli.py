@@ -136,7 +136,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     config = loaded.config
     registry = CollectorRegistry()
     metrics = LogMetrics(config, registry)
-    metrics.declare_stream(SCAN_STREAM, followed=False)
+    metrics.declare_stream(SCAN_STREAM)
     paths = [Path(f) for f in args.files]
     errors: list[str] = []
     read = FramerStats()
@@ -172,7 +172,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.sidecar import RunOptions, Sidecar
+    from monitor.sidecar import RunOptions, Sidecar, StartError
 
     options = RunOptions(
         config_path=Path(args.config or DEFAULT_CONFIG),
@@ -192,11 +192,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sidecar = Sidecar(options)
     try:
         sidecar.start()
-    except OSError as exc:
-        host, port = sidecar.listen
-        print(
-            f"monitor: cannot listen on {host}:{port}: {exc.strerror or exc}; pass --listen HOST:PORT", file=sys.stderr
-        )
+    except StartError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
         sidecar.shutdown()
         return EXIT_BAD_INPUT
     signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
@@ -234,11 +231,10 @@ def _summary(
     metrics: LogMetrics, rules: list[Rule], paths: list[Path], errors: list[str], read: FramerStats
 ) -> ScanSummary:
     totals = metrics.totals_by_rule()
-    snapshot = metrics.snapshot()
     return ScanSummary(
         files=[str(p) for p in paths],
         rules=[
-            RuleCount(r.name, r.severity.value, int(totals.get(r.name, 0)), snapshot["last_time"].get(r.name) or None)
+            RuleCount(r.name, r.severity.value, int(totals.get(r.name, 0)), metrics.last_event_time(r.name) or None)
             for r in rules
         ],
         lines=read.lines,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any
 
 DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -34,10 +33,17 @@ class Histogram:
             out.append((bound, running))
         return out
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"counts": list(self.counts), "total": self.total, "count": self.count}
+    def rows(self) -> dict[tuple[str, ...], float]:
+        """Checkpoint rows: ("bucket", i), ("total",), ("count",)."""
+        rows: dict[tuple[str, ...], float] = {("bucket", str(i)): c for i, c in enumerate(self.counts)}
+        rows[("total",)] = self.total
+        rows[("count",)] = self.count
+        return rows
 
-    def restore(self, data: dict[str, Any]) -> None:
-        counts = [int(c) for c in data.get("counts", [])]
-        if len(counts) == len(self.counts):
-            self.counts, self.total, self.count = counts, float(data["total"]), int(data["count"])
+    def restore_rows(self, rows: dict[tuple[str, ...], float]) -> None:
+        counts = [int(rows.get(("bucket", str(i)), 0)) for i in range(len(self.counts))]
+        if ("count",) in rows and sum(counts) == int(rows[("count",)]):  # only a histogram of these buckets
+            self.counts, self.total, self.count = counts, float(rows.get(("total",), 0.0)), int(rows[("count",)])
+
+    def copy(self) -> Histogram:
+        return Histogram(self.bounds, list(self.counts), self.total, self.count)

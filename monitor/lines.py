@@ -32,7 +32,7 @@ class FramerStats:
     """What the framer has seen so far; the follower exports these per stream."""
 
     lines: int = 0
-    bytes: int = 0
+    bytes: int = 0  # of finished lines: an unfinished last line counts once it ends (or is flushed)
     oversized_lines: int = 0
 
 
@@ -59,7 +59,9 @@ class LineFramer:
 
     def feed(self, data: bytes) -> list[Block]:
         """Take the next bytes of the stream; return the blocks of lines they completed."""
-        self.stats.bytes += len(data)
+        # Bytes count when their line is done, as the checkpoint's offset does (it is wound back
+        # over an unfinished line): a restart then counts no byte twice.
+        carried = len(self._carry)
         blocks: list[Block] = []
         # Pieces no longer than the cap: then only the first line of a piece (joined to the
         # carry) can exceed the cap, so no per-line length check is needed on the hot path.
@@ -69,12 +71,14 @@ class LineFramer:
         else:
             for start in range(0, len(data), cap):
                 self._feed_piece(data[start : start + cap], blocks)
+        self.stats.bytes += len(data) + carried - len(self._carry)
         return blocks
 
     def flush(self) -> list[Block]:
         """End of stream (or a file rotated away): a last line without newline still counts."""
         blocks: list[Block] = []
         if self._carry:
+            self.stats.bytes += len(self._carry)
             self._emit(self._carry + b"\n", 0, len(self._carry) + 1, blocks)
         self._carry = b""
         self._discarding = False

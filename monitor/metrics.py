@@ -18,21 +18,16 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
 from monitor.config import Config
-from monitor.histogram import Histogram
 from monitor.lines import FramerStats
 from monitor.scan import OTHER, Event
-
-if TYPE_CHECKING:
-    from monitor.mongo import MongoStats
-    from monitor.reconcile import ReconcileStats
 
 LabelPairs = tuple[tuple[str, str], ...]
 
@@ -41,28 +36,11 @@ SELF_COUNTERS = {
     "lines": "Complete lines read from the stream's files.",
     "bytes": "Bytes read from the stream's files.",
     "oversized_lines": "Lines longer than scan.max_line_bytes (only their head was matched).",
-    "rotations": "Times a followed file was renamed away from, or removed from, the path it was first followed at.",
-    "truncations": "Times a followed file was truncated (copytruncate, '> file').",
-    "read_errors": "Failures to open, stat or read a file of the stream.",
-    "lost_files": "Checkpointed files not found again at start-up (compressed or deleted while the sidecar was down).",
     "config_reloads": "Config reloads on SIGHUP, by result.",
     "checkpoint_failures": "Checkpoint writes that failed (disk full, permissions).",
     "label_overflows": "Events counted as label value 'other' because a label or series cap was reached.",
 }
-SELF_GAUGES = {
-    "files_open": "Files of the stream currently followed.",
-    "bytes_behind": "Bytes written to the stream's files but not read yet.",
-    "skipped_files": "Files matching the stream's paths beyond follow.max_files_per_stream, not followed.",
-    "last_read_timestamp_seconds": "When data was last read from the stream.",
-}
 STREAM_COUNTERS = ("lines", "bytes", "oversized_lines")
-FOLLOW_COUNTERS = ("rotations", "truncations", "read_errors", "lost_files")
-FOLLOW_GAUGES = {
-    "files_open": "files_open",
-    "bytes_behind": "bytes_behind",
-    "skipped_files": "skipped_files",
-    "last_read_timestamp_seconds": "last_read_time",
-}
 
 
 class LogMetrics:
@@ -82,8 +60,6 @@ class LogMetrics:
         self._events: dict[tuple[str, LabelPairs], float] = {}
         self._last_time: dict[str, float] = {}
         self._self_counters: dict[tuple[str, LabelPairs], float] = {}
-        self._self_gauges: dict[tuple[str, LabelPairs], float] = {}
-        self._extra: list[Callable[[], Iterable[Metric]]] = []
         self._caps: dict[str, dict[str, int]] = {}  # rule -> capped label -> max distinct values
         self._admitted: dict[tuple[str, str], set[str]] = {}
         self._max_series = config.metrics.max_event_series
@@ -157,21 +133,11 @@ class LogMetrics:
             bounded.append((name, value))
         return tuple(bounded)
 
-    def declare_stream(self, stream: str, followed: bool = True) -> None:
+    def declare_stream(self, stream: str) -> None:
         """Give a stream's counters their series at 0 before its first line."""
         with self._lock:
-            for name in (*STREAM_COUNTERS, *(FOLLOW_COUNTERS if followed else ())):
+            for name in STREAM_COUNTERS:
                 self._self_counters.setdefault((name, (("stream", stream),)), 0.0)
-
-    def observe_follow(self, stats: dict[str, Any]) -> None:
-        """The follower's per-stream counters (absolute values) and gauges."""
-        with self._lock:
-            for stream, values in stats.items():
-                labels = (("stream", stream),)
-                for name in FOLLOW_COUNTERS:
-                    self._self_counters[(name, labels)] = float(getattr(values, name))
-                for name, attribute in FOLLOW_GAUGES.items():
-                    self._self_gauges[(name, labels)] = float(getattr(values, attribute))
 
     def count(self, name: str, labels: LabelPairs = (), amount: float = 1.0) -> None:
         """Add to one of the sidecar's own counters (see SELF_COUNTERS)."""
@@ -180,10 +146,6 @@ class LogMetrics:
 
     def _add(self, key: tuple[str, LabelPairs], amount: float) -> None:
         self._self_counters[key] = self._self_counters.get(key, 0.0) + amount
-
-    def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
-        """Another stage's scrape-time families (reconcile's, the follower's) served with ours."""
-        self._extra.append(collect)
 
     # -- reads -----------------------------------------------------------------
 
@@ -196,38 +158,37 @@ class LogMetrics:
             totals[rule] = totals.get(rule, 0.0) + value
         return totals
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain data for the checkpoint: restoring it gives back exactly these values."""
-        with self._lock:
-            return {
-                "events": [[rule, [list(p) for p in labels], value] for (rule, labels), value in self._events.items()],
-                "last_time": dict(self._last_time),
-                "self_counters": [
-                    [name, [list(p) for p in labels], value] for (name, labels), value in self._self_counters.items()
-                ],
-            }
+    def last_event_time(self, rule: str) -> float:
+        return self._last_time.get(rule, 0.0)
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def counter_rows(self) -> dict[tuple[Any, ...], float]:
+        """Checkpoint rows: restoring them gives back exactly these values."""
         with self._lock:
-            for rule, labels, value in snapshot.get("events", []):
-                pairs = tuple((str(k), str(v)) for k, v in labels)
-                self._events[(rule, pairs)] = float(value)
-                for name, label_value in pairs:  # values admitted before the restart stay admitted
-                    if (rule, name) in self._admitted and label_value != OTHER:
-                        self._admitted[(rule, name)].add(label_value)
-            for rule, value in snapshot.get("last_time", {}).items():
-                self._last_time[rule] = float(value)
-            for name, labels, value in snapshot.get("self_counters", []):
-                self._self_counters[(name, tuple((str(k), str(v)) for k, v in labels))] = float(value)
+            rows: dict[tuple[Any, ...], float] = {("events", r, labels): v for (r, labels), v in self._events.items()}
+            rows.update({("last_time", rule): value for rule, value in self._last_time.items()})
+            rows.update({("self", name, labels): v for (name, labels), v in self._self_counters.items()})
+            return rows
+
+    def restore_counters(self, rows: dict[tuple[Any, ...], float]) -> None:
+        with self._lock:
+            for key, value in rows.items():
+                if key[0] == "events" and len(key) == 3:
+                    rule, pairs = str(key[1]), _pairs(key[2])
+                    self._events[(rule, pairs)] = float(value)
+                    for name, label_value in pairs:  # values admitted before the restart stay admitted
+                        if (rule, name) in self._admitted and label_value != OTHER:
+                            self._admitted[(rule, name)].add(label_value)
+                elif key[0] == "last_time" and len(key) == 2:
+                    self._last_time[str(key[1])] = float(value)
+                elif key[0] == "self" and len(key) == 3:
+                    self._self_counters[(str(key[1]), _pairs(key[2]))] = float(value)
 
     # -- exposition --------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             yield from self._event_families()
-            yield from self._stream_families()
-        for collect in self._extra:
-            yield from collect()
+            yield from self._self_families()
 
     def _event_families(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
@@ -249,78 +210,21 @@ class LogMetrics:
             last.add_metric([rule], value)
         yield last
 
-    def _stream_families(self) -> Iterator[Metric]:
-        for values, kind, helps in (
-            (self._self_counters, CounterMetricFamily, SELF_COUNTERS),
-            (self._self_gauges, GaugeMetricFamily, SELF_GAUGES),
-        ):
-            families: dict[str, Metric] = {}
-            for (name, labels), value in sorted(values.items()):
-                family = families.get(name)
-                if family is None:
-                    family = families[name] = kind(f"{self._self_prefix}_{name}", helps.get(name, name), labels=None)
-                suffix = "_total" if kind is CounterMetricFamily else ""
-                family.samples.append(
-                    _sample(
-                        f"{self._self_prefix}_{name}{suffix}", [k for k, _ in labels], [v for _, v in labels], value
-                    )
-                )
-            yield from families.values()
+    def _self_families(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for (name, labels), value in sorted(self._self_counters.items()):
+            family = families.get(name)
+            if family is None:
+                help_text = SELF_COUNTERS.get(name, name)
+                family = families[name] = CounterMetricFamily(f"{self._self_prefix}_{name}", help_text, labels=None)
+            names, values = [k for k, _ in labels], [v for _, v in labels]
+            family.samples.append(_sample(f"{self._self_prefix}_{name}_total", names, values, value))
+        yield from families.values()
+
+
+def _pairs(labels: Any) -> LabelPairs:
+    return tuple((str(k), str(v)) for k, v in labels)
 
 
 def _sample(name: str, label_names: list[str], label_values: list[str], value: float) -> Sample:
     return Sample(name, dict(zip(label_names, label_values, strict=False)), value, None, None)
-
-
-def reconcile_families(prefix: str, stats: ReconcileStats, mongo: MongoStats) -> Iterator[Metric]:
-    """The MongoDB check's metrics, built at scrape time from plain values."""
-    checks = CounterMetricFamily(
-        f"{prefix}_analysis_checks",
-        "Claims from the log checked against MongoDB, by claim and outcome.",
-        labels=["claim", "outcome"],
-    )
-    for (claim, outcome), value in sorted(stats.checks.items()):
-        checks.add_metric([claim, outcome], value)
-    yield checks
-    yield GaugeMetricFamily(f"{prefix}_analysis_checks_pending", "Claims waiting for their check.", value=stats.pending)
-    yield CounterMetricFamily(
-        f"{prefix}_analysis_claims_dropped",
-        "Claims dropped because reconcile.max_pending was reached.",
-        value=stats.dropped,
-    )
-    yield _histogram(
-        f"{prefix}_analysis_confirmation_delay_seconds",
-        "From reading a claim to finding it confirmed in MongoDB.",
-        [],
-        [(stats.delay, [])],
-    )
-    if stats.stuck is not None:
-        yield GaugeMetricFamily(
-            f"{prefix}_analyses_stuck",
-            "Analyses still pending longer than the maximum analysis time.",
-            value=stats.stuck,
-        )
-    by_status = GaugeMetricFamily(
-        f"{prefix}_analyses_by_status", "Analyses created within the sweep window, by status.", labels=["status"]
-    )
-    for status, value in sorted(stats.by_status.items()):
-        by_status.add_metric([status], value)
-    yield by_status
-    yield GaugeMetricFamily(f"{prefix}_mongo_up", "1 if the last MongoDB operation got an answer.", value=int(mongo.up))
-    errors = CounterMetricFamily(f"{prefix}_mongo_errors", "MongoDB operations that failed.", labels=["operation"])
-    for operation, value in sorted(mongo.errors.items()):
-        errors.add_metric([operation], value)
-    yield errors
-    yield _histogram(
-        f"{prefix}_mongo_query_duration_seconds",
-        "Duration of MongoDB queries.",
-        ["operation"],
-        [(histogram, [operation]) for operation, histogram in sorted(mongo.durations.items())],
-    )
-
-
-def _histogram(name: str, help_text: str, labels: list[str], series: list[tuple[Histogram, list[str]]]) -> Metric:
-    family = HistogramMetricFamily(name, help_text, labels=labels)
-    for histogram, values in series:
-        family.add_metric(values, histogram.cumulative(), histogram.total)
-    return family

@@ -26,20 +26,25 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.claims import Claim, is_object_id
 from monitor.config import ReconcileSettings
 from monitor.histogram import DELAY_BUCKETS, Histogram
 from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
+from monitor.reconcile_metrics import ReconcileCollector
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 findings_log = logging.getLogger("monitor.findings")
 
+PendingChange = tuple[Claim, float] | None  # (claim, seen_at) added, or None: settled
 OUTCOMES = ("confirmed", "status_mismatch", "not_found", "invalid_id", "error")
 
 
-@dataclass
+@dataclass(slots=True)  # 100,000 of them wait through a MongoDB outage: kept small
 class _Pending:
     claim: Claim
     seen_at: float  # wall time the claim was read: grace and deadline count from here
@@ -84,6 +89,8 @@ class Reconciler:
         mongo: MongoGateway,
         claim_names: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+        metric_prefix: str = "tradingagents",
     ) -> None:
         self.settings = settings
         self.mongo = mongo
@@ -95,11 +102,15 @@ class Reconciler:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Pending] = {}
+        # What changed in `_pending` since the checkpoint last took it: (claim, seen_at), or None.
+        self._changes: dict[tuple[str, str], PendingChange] = {}
         self._reported_stuck: dict[str, None] = {}
         self._next_sweep = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        if registry is not None:
+            registry.register(ReconcileCollector(metric_prefix, self.stats_snapshot, lambda: mongo.stats))
 
     # -- the follow loop's side -------------------------------------------------------
 
@@ -117,6 +128,7 @@ class Reconciler:
                     self.stats.dropped += 1
                     continue
                 self._pending[claim.key] = _Pending(claim, now, now + self.settings.grace_seconds)
+                self._changes[claim.key] = (claim, now)
             self.stats.pending = len(self._pending)
 
     # -- the thread --------------------------------------------------------------------
@@ -186,7 +198,7 @@ class Reconciler:
         document = None if documents is None else documents.get(claim.analysis_id)
         status = document.get("status") if document else None
         if status in claim.accept:
-            del self._pending[claim.key]
+            self._settle(claim)
             self.stats.delay.observe(max(now - pending.seen_at, 0.0))
             self._count(claim.claim, "confirmed")
             return
@@ -194,11 +206,15 @@ class Reconciler:
             pending.next_check = now + self.settings.recheck_interval_seconds
             pending.last_error = error
             return
-        del self._pending[claim.key]
+        self._settle(claim)
         if documents is None:
             self._decide(claim, "error", None, now, detail=error)
         else:
             self._decide(claim, "status_mismatch" if document else "not_found", document, now)
+
+    def _settle(self, claim: Claim) -> None:
+        del self._pending[claim.key]
+        self._changes[claim.key] = None
 
     def _postpone(self, batch: list[_Pending]) -> None:
         retry = self._clock() + self.settings.recheck_interval_seconds
@@ -266,44 +282,42 @@ class Reconciler:
 
     # -- state -------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def checkpoint_share(
+        self,
+    ) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, str], tuple[Claim, float] | None]]:
+        """The counters, and the pending claims added (claim, seen_at) or settled (None) since the last
+        call, taken together: a claim settled is never saved as both counted and still pending."""
         with self._lock:
-            return {
-                "pending": [
-                    {
-                        "id": p.claim.analysis_id,
-                        "claim": p.claim.claim,
-                        "accept": list(p.claim.accept),
-                        "logged_at": p.claim.logged_at,
-                        "stream": p.claim.stream,
-                        "seen_at": p.seen_at,
-                    }
-                    for p in self._pending.values()
-                ],
-                "checks": [[claim, outcome, n] for (claim, outcome), n in self.stats.checks.items()],
-                "dropped": self.stats.dropped,
-                "delay": self.stats.delay.snapshot(),
-            }
+            changes, self._changes = self._changes, {}
+            return self._counter_rows(), changes
 
-    def restore(self, data: dict[str, Any]) -> None:
+    def _counter_rows(self) -> dict[tuple[str, ...], float]:
+        rows: dict[tuple[str, ...], float] = {
+            ("checks", claim, outcome): n for (claim, outcome), n in self.stats.checks.items()
+        }
+        rows[("dropped",)] = self.stats.dropped
+        rows.update({("delay", *key): value for key, value in self.stats.delay.rows().items()})
+        return rows
+
+    def restore_counters(self, rows: dict[tuple[str, ...], float]) -> None:
+        with self._lock:
+            for key, value in rows.items():
+                if key[0] == "checks" and len(key) == 3:
+                    self.stats.checks[(key[1], key[2])] = int(value)
+            self.stats.dropped = int(rows.get(("dropped",), 0))
+            self.stats.delay.restore_rows({key[1:]: value for key, value in rows.items() if key[0] == "delay"})
+
+    def restore_pending(self, pending: Iterable[tuple[Claim, float]]) -> int:
+        """Claims that were pending at the last checkpoint (streamed); returns how many were taken."""
         now = self._clock()
         with self._lock:
-            for item in data.get("pending", []):
-                claim = Claim(
-                    str(item["id"]),
-                    str(item["claim"]),
-                    tuple(item["accept"]),
-                    float(item["logged_at"]),
-                    str(item.get("stream", "")),
-                )
-                if is_object_id(claim.analysis_id) and len(self._pending) < self.settings.max_pending:
-                    seen = float(item["seen_at"])
+            for claim, seen in pending:
+                if len(self._pending) >= self.settings.max_pending:
+                    break
+                if is_object_id(claim.analysis_id):
                     self._pending[claim.key] = _Pending(claim, seen, max(now, seen + self.settings.grace_seconds))
-            for claim, outcome, n in data.get("checks", []):
-                self.stats.checks[(str(claim), str(outcome))] = int(n)
-            self.stats.dropped = int(data.get("dropped", 0))
-            self.stats.delay.restore(data.get("delay", {}))
             self.stats.pending = len(self._pending)
+            return len(self._pending)
 
     def pending_count(self) -> int:
         with self._lock:
@@ -312,16 +326,13 @@ class Reconciler:
     def stats_snapshot(self) -> ReconcileStats:
         """A copy for a scrape on another thread."""
         with self._lock:
-            delay = Histogram(
-                self.stats.delay.bounds, list(self.stats.delay.counts), self.stats.delay.total, self.stats.delay.count
-            )
             return ReconcileStats(
                 dict(self.stats.checks),
                 len(self._pending),
                 self.stats.dropped,
                 self.stats.stuck,
                 dict(self.stats.by_status),
-                delay,
+                self.stats.delay.copy(),
             )
 
     def recent_findings(self) -> list[dict[str, Any]]:

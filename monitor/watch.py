@@ -7,12 +7,17 @@ network and overlay mounts).
 
 Cost matters more than it seems: watchdog spends ~60 us of Python per event,
 and a server writing one line per write(2) at 1 MB/s would make 5,000 modify
-events a second. So two kinds of watch are kept per directory:
+events a second. So events are of two kinds:
 
-- structure (create, move, delete): always on; rare events.
-- modify: on only while the follower is idle, so the first line after a quiet
-  spell wakes it at once. While lines keep coming the follower polls on a
+- structure (create, move, delete): always wake the loop; rare events.
+- modify: wake the loop only while it is idle, so the first line after a
+  quiet spell is read at once. While lines keep coming the loop polls on a
   short timer instead, which batches many writes into one read.
+
+Each directory's watch is scheduled once, for both kinds, and kept: turning
+wake-ups on writes on and off only changes what the handler does with them.
+(Re-scheduling watches to change their filter races inside watchdog, which
+then logs spurious ERROR lines about inactive emitters.)
 """
 
 from __future__ import annotations
@@ -38,8 +43,15 @@ from watchdog.observers.api import ObservedWatch
 
 log = logging.getLogger(__name__)
 
-STRUCTURE_EVENTS = [FileCreatedEvent, FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
-WITH_MODIFY_EVENTS = [*STRUCTURE_EVENTS, FileModifiedEvent]
+WATCHED_EVENTS = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+    FileModifiedEvent,
+]
 
 
 class _Wake(FileSystemEventHandler):
@@ -50,6 +62,8 @@ class _Wake(FileSystemEventHandler):
         # Runs on watchdog's dispatcher thread: set flags and return, never block.
         if event.event_type != "modified":
             self._waker.structure_changed = True
+        elif not self._waker.writes_wake:
+            return  # busy: the loop polls on its own timer
         self._waker.event.set()
 
 
@@ -57,8 +71,7 @@ class Waker:
     """Owns the watchdog observer; `event` is set whenever a watched directory changes.
 
     watchdog shares one inotify descriptor, where a second watch on a directory would
-    replace the first one's event mask; so each directory has exactly one watch, and
-    turning modify events on or off re-schedules it with the other filter.
+    replace the first one's event mask; so each directory has exactly one watch.
     """
 
     def __init__(self) -> None:
@@ -68,7 +81,7 @@ class Waker:
         self._observer.daemon = True
         self._handler = _Wake(self)
         self._watches: dict[str, ObservedWatch | None] = {}
-        self._modify = False
+        self.writes_wake = False  # read on watchdog's thread: a plain flag, set by the loop
         self._started = False
 
     def start(self) -> None:
@@ -90,24 +103,19 @@ class Waker:
         for directory in directories - set(self._watches):
             self._watches[directory] = self._schedule(directory)
 
-    def want_modify_events(self, wanted: bool) -> bool:
-        """Turn the per-write wake-ups on (idle) or off (busy, polling); True if that changed.
+    def wake_on_writes(self, wanted: bool) -> bool:
+        """Let writes wake the loop (idle) or not (busy, polling); True if just turned on.
 
-        While a watch is re-scheduled an event can slip by: a caller that just turned
-        modify events on should look at its files once more before it waits.
+        While writes did not wake the loop one can have slipped by: a caller that just
+        turned them on should look at its files once more before it waits.
         """
-        if wanted == self._modify:
-            return False
-        self._modify = wanted
-        for directory, watch in list(self._watches.items()):
-            self._unschedule(watch)
-            self._watches[directory] = self._schedule(directory)
-        return True
+        turned_on = wanted and not self.writes_wake
+        self.writes_wake = wanted
+        return turned_on
 
     def _schedule(self, directory: str) -> ObservedWatch | None:
-        events = WITH_MODIFY_EVENTS if self._modify else STRUCTURE_EVENTS
         try:
-            return self._observer.schedule(self._handler, directory, recursive=False, event_filter=events)
+            return self._observer.schedule(self._handler, directory, recursive=False, event_filter=WATCHED_EVENTS)
         except OSError as exc:
             # Out of inotify watches, or the directory vanished: the poll still covers it.
             log.warning("cannot watch %s for changes (%s); relying on the periodic poll", directory, exc)

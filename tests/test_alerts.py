@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.metrics import SELF_COUNTERS, SELF_GAUGES
+from monitor.follow.stats import COUNTERS as FOLLOW_COUNTERS
+from monitor.follow.stats import GAUGES as FOLLOW_GAUGES
+from monitor.metrics import SELF_COUNTERS
 from tests.conftest import REPO
 
 PROMETHEUS_DIR = REPO / "prometheus"
@@ -255,7 +257,8 @@ def test_alerts_cover_the_issue():
 
 
 def test_known_sidecar_metrics_are_what_the_sidecar_exports():
-    exported = {f"logmonitor_{name}_total" for name in SELF_COUNTERS} | {f"logmonitor_{name}" for name in SELF_GAUGES}
+    counters = {*SELF_COUNTERS, *FOLLOW_COUNTERS}
+    exported = {f"logmonitor_{name}_total" for name in counters} | {f"logmonitor_{name}" for name in FOLLOW_GAUGES}
     assert exported == SIDECAR_METRICS
 
 

@@ -1,6 +1,6 @@
 import os
 
-from monitor.identity import holds_what_was_read, identity_of, matches, read_head, siblings
+from monitor.follow.identity import holds_what_was_read, identity_of, matches, read_head, siblings
 
 
 def test_fingerprint_tells_files_apart_and_recognises_a_copy(tmp_path):

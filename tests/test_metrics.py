@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from monitor.checkpoint import Checkpoint, Snapshot
 from monitor.config import load_config
 from monitor.metrics import LogMetrics
 from monitor.scan import Scanner, compile_matcher
@@ -18,7 +19,7 @@ def scanned_metrics(log: bytes, chunk: int = 4096) -> tuple[CollectorRegistry, L
     matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
     registry = CollectorRegistry()
     metrics = LogMetrics(loaded.config, registry)
-    metrics.declare_stream("scan", followed=False)
+    metrics.declare_stream("scan")
     scanner = Scanner(matcher)
     for i in range(0, len(log), chunk):
         metrics.observe_events(scanner.feed(log[i : i + chunk]))
@@ -53,11 +54,15 @@ def test_openmetrics_exposition_has_eof_and_counter_type():
     assert 'tradingagents_log_events_total{rule="mongodb_operation_timeout",severity="error"} 1.0' in text
 
 
-def test_snapshot_restores_exactly_the_same_exposition():
+def test_checkpoint_rows_restore_exactly_the_same_exposition(tmp_path):
     registry, metrics = scanned_metrics((GOLDEN / "tradingagents.log").read_bytes())
     loaded = load_config(REPO / "config.yaml", environ=ENV)
     fresh_registry = CollectorRegistry()
-    LogMetrics(loaded.config, fresh_registry).restore(metrics.snapshot())
+    checkpoint = Checkpoint(tmp_path)  # through the real store: what is saved is what comes back
+    checkpoint.stage(Snapshot(counters={"metrics": metrics.counter_rows()}))
+    assert checkpoint.flush()
+    LogMetrics(loaded.config, fresh_registry).restore_counters(checkpoint.load().counters["metrics"])
+    checkpoint.close()
     assert generate_latest(fresh_registry) == generate_latest(registry)
 
 
@@ -112,7 +117,7 @@ def test_a_capped_label_admits_its_first_values_then_counts_the_rest_as_other():
     )
     assert registry.get_sample_value("logmonitor_label_overflows_total", {"rule": "symbol"}) == 999_900
     restored = LogMetrics(config, None)
-    restored.restore(metrics.snapshot())
+    restored.restore_counters(metrics.counter_rows())
     restored.observe_events(
         [
             template.__class__("symbol", "info", "", {}, (("symbol", "S5"),), 0.0),
@@ -134,5 +139,5 @@ def test_the_metric_wide_series_cap_is_a_safety_net():
     from monitor.scan import Event
 
     metrics.observe_events(Event(f"r{n % 3}", "info", "", {}, (("v", f"x{n}"),), 0.0) for n in range(10_000))
-    assert len(metrics.snapshot()["events"]) == 50
+    assert sum(key[0] == "events" for key in metrics.counter_rows()) == 50
     assert sum(metrics.totals_by_rule().values()) == 10_000  # nothing lost, only aggregated

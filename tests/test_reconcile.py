@@ -13,6 +13,7 @@ import pytest
 from bson import ObjectId
 
 from demo.mongo_server import MongoServer
+from monitor.checkpoint import Checkpoint, Snapshot
 from monitor.claims import Claim
 from monitor.config import MongoSettings, ReconcileSettings, StuckSweep
 from monitor.mongo import MongoGateway
@@ -165,7 +166,7 @@ def test_findings_are_logged_once_as_json(mongo, caplog):
     reconciler.stop()
 
 
-def test_checkpoint_round_trip_keeps_pending_claims_and_counts(mongo):
+def test_checkpoint_round_trip_keeps_pending_claims_and_counts(mongo, tmp_path):
     url, name, db = mongo
     clock = Clock()
     first = make(url, name, clock)
@@ -174,10 +175,18 @@ def test_checkpoint_round_trip_keeps_pending_claims_and_counts(mongo):
     first.submit([completed(confirmed), completed(waiting)])
     clock.now += 5
     first.run_once()
-    snapshot = json.loads(json.dumps(first.snapshot()))
+    checkpoint = Checkpoint(tmp_path)  # through the real store
+    for _ in range(2):  # the second share holds no pending change: the claim stays saved
+        rows, changes = first.checkpoint_share()
+        checkpoint.stage(Snapshot(counters={"reconcile": rows}, pending=changes))
+        assert checkpoint.flush()
     first.stop()
     second = make(url, name, clock)
-    second.restore(snapshot)
+    restored = checkpoint.load()
+    assert restored.pending_count == 1
+    second.restore_counters(restored.counters["reconcile"])
+    assert second.restore_pending(checkpoint.pending()) == 1
+    checkpoint.close()
     second.submit([completed(waiting)])  # re-read after the restart: still one claim
     assert second.pending_count() == 1
     db.analyses.update_one({"_id": ObjectId(waiting)}, {"$set": {"status": "completed"}})

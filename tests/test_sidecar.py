@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -61,8 +63,9 @@ def test_sigterm_saves_state_and_exits_0(tmp_path, sidecars):
     wait_for(lambda: sidecar.events(RULE) == 3, what="3 timeouts")
     sidecar.signal(signal.SIGTERM)
     assert sidecar.wait(timeout=10) == 0
-    state = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert [f["offset"] for f in state["files"]] == [3 * len(TIMEOUT.encode())]
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db:
+        offsets = [row[0] for row in db.execute('SELECT "offset" FROM files')]
+    assert offsets == [3 * len(TIMEOUT.encode())]
 
 
 def test_kill_9_and_restart_continue_the_counters_exactly(tmp_path, sidecars):
@@ -113,16 +116,23 @@ def test_sighup_reloads_rules_and_keeps_offsets(tmp_path, sidecars, write_config
     assert "config reload failed; the running config stays in force" in sidecar.stderr()
 
 
-def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sidecars):
+@pytest.mark.parametrize(
+    ("name", "content", "said", "kept"),
+    [
+        ("state.db", b"not a database at all" * 100, "is corrupt: it is not a readable database", "state.db.corrupt-*"),
+        ("state.json", b"{not json", "(previous format) cannot be migrated", "state.json.invalid-*"),
+    ],
+)
+def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sidecars, name, content, said, kept):
     (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "state.json").write_text("{not json")
+    (tmp_path / "state" / name).write_bytes(content)
     log = tmp_path / "app.log"
     log.touch()
     sidecar = sidecars(tmp_path, "--log", str(log)).start()
     append(log, TIMEOUT)
     wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
-    assert "is corrupt" in sidecar.stderr()
-    assert len(list((tmp_path / "state").glob("state.json.corrupt-*"))) == 1
+    assert said in sidecar.stderr()
+    assert len(list((tmp_path / "state").glob(kept))) == 1
 
 
 def test_bad_config_no_sources_and_busy_port_exit_2(tmp_path, write_config):
@@ -402,12 +412,12 @@ def test_healthz_fails_when_the_follow_loop_stalls(tmp_path):
         CollectorRegistry(),
         clock=lambda: now[0],
     )
-    sidecar._pass()
+    sidecar.loop.run_pass()
     assert sidecar._healthy() == (True, "ok")
     assert sidecar._ready()[0] is True
     now[0] += 31  # no pass for 31 s (the limit: 30 s, or 10 poll intervals)
     assert sidecar._healthy() == (False, "follow loop stalled for 31 s")
-    sidecar._pass()
+    sidecar.loop.run_pass()
     assert sidecar._healthy()[0] is True
     sidecar.shutdown()
 
@@ -447,7 +457,7 @@ def test_a_checkpoint_of_the_wrong_shape_is_reported_and_counting_works(tmp_path
     log = tmp_path / "app.log"
     log.touch()
     sidecar = sidecars(tmp_path, "--log", str(log)).start()
-    assert "has unexpected content" in sidecar.stderr()
+    assert "cannot be migrated: unexpected content" in sidecar.stderr()
     assert sidecar.events(RULE) == 0  # nothing half-restored
     append(log, TIMEOUT, 2)
     wait_for(lambda: sidecar.events(RULE) == 2, what="counting on the served metrics")

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from monitor.follow.fs import REAL, FileSystem
+
 FINGERPRINT_BYTES = 1024
 TAIL_BYTES = 64  # how much of what was read last is remembered, to notice a rewrite
 # A shorter prefix is too likely to be shared by unrelated files to call one a copy of the other.
@@ -43,19 +45,19 @@ def matches(head: bytes, identity: Identity) -> bool:
     return len(head) >= identity.fp_len and digest(head[: identity.fp_len]) == identity.fp
 
 
-def read_head(path: str) -> bytes | None:
+def read_head(path: str, fs: FileSystem = REAL) -> bytes | None:
     try:
-        with open(path, "rb", buffering=0) as f:
-            return f.read(FINGERPRINT_BYTES)
+        with fs.open(path) as f:
+            return os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
     except OSError:
         return None
 
 
-def siblings(path: str) -> list[str]:
+def siblings(path: str, fs: FileSystem = REAL) -> list[str]:
     """Other uncompressed regular files in the same directory: where rotation puts a file."""
     directory = os.path.dirname(path) or "."
     try:
-        entries = list(os.scandir(directory))
+        entries = list(fs.scandir(directory))
     except OSError:
         return []
     return sorted(
@@ -65,19 +67,25 @@ def siblings(path: str) -> list[str]:
     )
 
 
-def holds_what_was_read(path: str, identity: Identity, offset: int, tail: bytes) -> bool:
+def holds_what_was_read(path: str, identity: Identity, offset: int, tail: bytes, fs: FileSystem = REAL) -> bool:
     """Is `path` another file holding what was read of the file `identity`, up to `offset`:
     the same head, `tail` just before the offset, and at least that long? Too little read
     (under 64 bytes) to tell a copy from a file that merely starts alike counts as no."""
     if identity.fp_len < MIN_COPY_FINGERPRINT:
         return False
     try:
-        with open(path, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < offset:
-                return False
-            head = os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
-            found = os.pread(f.fileno(), len(tail), offset - len(tail))
+        with fs.open(path) as f:
+            return is_copy(f, os.fstat(f.fileno()), identity, offset, tail)
     except OSError:
         return False
+
+
+def is_copy(handle: BinaryIO, st: os.stat_result, identity: Identity, offset: int, tail: bytes) -> bool:
+    """`holds_what_was_read` for a file already open: decided on the handle, not on a name."""
+    if identity.fp_len < MIN_COPY_FINGERPRINT:
+        return False
+    if (st.st_dev, st.st_ino) == (identity.dev, identity.ino) or st.st_size < offset:
+        return False
+    head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+    found = os.pread(handle.fileno(), len(tail), offset - len(tail))
     return matches(head, identity) and found == tail

@@ -1,0 +1,305 @@
+"""The follower: each pass, every stream's files are found and read on.
+
+Each pass (`poll`) expands every stream's paths (discovery), follows files
+that are new to it (the table, one entry per file identity), and looks at
+every followed file (one `FollowedFile` decides what happened to it), yielding
+plain items: `Data`, `Flush` (a partial last line idle long enough to count)
+and `End` (the file is done: flush its partial line and forget it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from monitor.follow.discover import Discovery, watch_directories
+from monitor.follow.file import FollowedFile
+from monitor.follow.fs import REAL, FileSystem
+from monitor.follow.identity import is_copy, siblings
+from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
+from monitor.follow.stats import FollowCollector, StreamStats, counter_rows, restore_counters
+from monitor.follow.table import FileTable, Opened, StartAt
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("monitor.follow")
+
+
+class Follower:
+    """Follows every stream's files through rotation, truncation, deletion and restarts.
+
+    follower = Follower([StreamSpec("app", ("/var/log/app/*.log",))])
+    for item in follower.poll():
+        ...  # Data / Flush / End, one partial line per item.file
+    """
+
+    def __init__(
+        self,
+        streams: list[StreamSpec],
+        settings: FollowSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        fs: FileSystem = REAL,
+        registry: CollectorRegistry | None = None,
+        metric_prefix: str = "logmonitor",
+    ) -> None:
+        self.streams = streams
+        self.settings = settings or FollowSettings()
+        self.stats = {s.name: StreamStats() for s in streams}
+        self.resolved = False
+        self.busy = False  # the last pass read data (the caller then polls again soon)
+        self.last_resolve_seconds = 0.0  # a huge glob makes the caller resolve less often
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._fs = fs
+        self._files = FileTable(fs, clock)
+        self._discovery = Discovery(fs, self.stats, self.settings.max_files_per_stream)
+        self._opening_at_end = self.settings.start_at == "end"
+        self._last_resolve_wall = 0.0
+        self._catch_up_due = False
+        if registry is not None:
+            registry.register(FollowCollector(metric_prefix, self._gauged_stats))
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever a file is opened, closed, moved or restarted."""
+        return self._files.generation
+
+    def poll(self, resolve: bool = True) -> Iterator[Item]:
+        """One pass over every stream; `resolve` re-expands the paths (new, renamed, deleted files)."""
+        self.busy = False
+        if resolve or not self.resolved:
+            started = self._clock()
+            self._resolve()
+            self.last_resolve_seconds = self._clock() - started
+        for followed in self._files:
+            yield from self._examine(followed)
+
+    def positions(self) -> list[tuple[int, Position]]:
+        """(serial, position) of every followed file, for the checkpoint."""
+        return [(f.serial, f.position()) for f in self._files]
+
+    def counter_rows(self) -> dict[tuple[str, ...], float]:
+        return counter_rows(self.stats)
+
+    def restore_counters(self, rows: dict[tuple[str, ...], float]) -> None:
+        restore_counters(self.stats, rows)
+
+    def restore(self, positions: list[Position], saved_at: float = 0.0) -> None:
+        """Resume from a checkpoint saved at wall time `saved_at`: find each file again (even renamed)
+        and read on from its offset. Files the checkpoint does not know are new: read them whole,
+        and so are files beside the stream's paths written since (created and rotated while we were down).
+        """
+        self._opening_at_end = False
+        self._last_resolve_wall = saved_at
+        self._catch_up_due = True
+        names = {s.name for s in self.streams}
+        for position in positions:
+            if position.stream in names:
+                self._find_again(position)
+
+    def watch_directories(self) -> set[str]:
+        """Directories whose changes should wake the follower (the nearest existing ones)."""
+        return watch_directories(self.streams, [f.path for f in self._files])
+
+    def refresh_gauges(self) -> None:
+        """Files open and bytes behind per stream, computed when someone looks (a scrape)."""
+        open_count = dict.fromkeys(self.stats, 0)
+        behind = dict.fromkeys(self.stats, 0)
+        for followed in self._files:
+            open_count[followed.stream] += 1
+            behind[followed.stream] += max(followed.last_size - followed.offset, 0)
+        for name, stats in self.stats.items():
+            stats.files_open = open_count[name]
+            stats.bytes_behind = behind[name]
+
+    def close(self) -> None:
+        for followed in self._files:
+            self._files.remove(followed)
+
+    def _gauged_stats(self) -> dict[str, StreamStats]:
+        self.refresh_gauges()
+        return self.stats
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        for stream in self.streams:
+            seen: set[tuple[int, int]] = set()
+            rotated = False
+            for path, st in self._discovery.expand(stream):
+                followed = self._files.get(st.st_dev, st.st_ino)
+                if followed is None:
+                    opened = self._follow_new(stream.name, path)
+                    followed = opened.followed if opened is not None else None
+                    rotated |= opened is not None and opened.outcome == "opened" and self.resolved
+                if followed is not None and followed.stream == stream.name:
+                    seen.add((followed.identity.dev, followed.identity.ino))
+                    if self._files.moved(followed, path):
+                        self.stats[stream.name].rotations += 1
+            for followed in self._files:
+                key = (followed.identity.dev, followed.identity.ino)
+                if followed.stream == stream.name and key not in seen and not followed.rotated:
+                    rotated = True
+                    if self._files.left(followed):
+                        self.stats[stream.name].rotations += 1
+            if rotated or self._catch_up_due:
+                self._catch_up(stream)
+        self._catch_up_due = False
+        self._opening_at_end = False
+        self.resolved = True
+        self._last_resolve_wall = self._wall_clock()
+
+    def _follow_new(self, stream: str, path: str) -> Opened | None:
+        """Follow what `path` names now, unless it is a copy of a followed file (copytruncate, cp):
+        a copy holds no new lines. If the original is then truncated, `_truncated` reads the copy
+        from the original's offset, so lines written just before the copy are not lost."""
+        at_end = self._opening_at_end
+        followed_here = [f for f in self._files if f.stream == stream]
+
+        def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
+            if any(is_copy(handle, st, f.identity, f.offset, f.tail) for f in followed_here):
+                return None
+            return st.st_size if at_end else 0
+
+        return self._open(stream, path, start_at)
+
+    def _catch_up(self, stream: StreamSpec) -> None:
+        """Rotations faster than our passes: files that were created, written and rotated away
+        between two looks. They sit beside the stream's paths under a rotated name, unknown to
+        us, written to since our last look: read them whole."""
+        since = self._last_resolve_wall - 1.0  # mtime granularity and clock skew margin
+        followed_here = [f for f in self._files if f.stream == stream.name]
+
+        def start_at(st: os.stat_result, head: bytes, _handle: BinaryIO) -> int | None:
+            # When in doubt (it starts like a file we follow or followed), it may be a copy: leave it.
+            if st.st_mtime < since or not head or self._files.read_before(head, followed_here):
+                return None
+            return 0
+
+        for sibling in self._discovery.rotated_siblings(stream):
+            opened = self._open(stream.name, sibling, start_at)
+            if opened is not None and opened.outcome == "opened":
+                missed = opened.followed
+                log.info("stream %s: %s was rotated before it could be followed; reading it", stream.name, sibling)
+                missed.rotated, missed.first_path = True, ""
+                self.stats[stream.name].rotations += 1  # it was rotated away unseen
+
+    def _open(self, stream: str, path: str, start_at: StartAt) -> Opened | None:
+        try:
+            opened = self._files.open(stream, path, start_at)
+        except FileNotFoundError:
+            return None  # gone between listing and opening: the next pass sees the new state
+        except OSError as exc:
+            self._discovery.problem(stream, f"open:{path}", "cannot open %s: %s", path, exc.strerror or exc)
+            return None
+        self._discovery.solved(f"open:{path}")
+        return opened
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _examine(self, followed: FollowedFile) -> Iterator[Item]:
+        """Act on what one look at the file decided (see `FollowedFile.look`)."""
+        try:
+            look = followed.look(self._clock(), self.settings)
+            if look.verdict == "truncated":
+                yield from self._truncated(followed)
+                yield from self._examine(followed)  # and read what it holds now, in this same pass
+            elif look.verdict == "grew":
+                yield from self._read(followed, look.size, followed.serial)
+        except OSError as exc:
+            self.stats[followed.stream].read_errors += 1
+            log.warning("stream %s: reading %s failed: %s; will reopen", followed.stream, followed.path, exc)
+            self._files.remove(followed)
+            yield End(followed.stream, followed.serial, "error")
+            return
+        if look.verdict in ("deleted", "rotated"):
+            self._files.remove(followed)
+            yield End(followed.stream, followed.serial, look.verdict)
+        elif look.verdict == "flush":
+            yield Flush(followed.stream, followed.serial)
+
+    def _read(self, followed: FollowedFile, size: int, serial: int) -> Iterator[Data]:
+        for chunk in followed.read(size, self.settings, self._clock()):
+            yield Data(followed.stream, serial, chunk)
+        self.busy = True
+        self.stats[followed.stream].last_read_timestamp_seconds = self._wall_clock()
+
+    def _truncated(self, followed: FollowedFile) -> Iterator[Item]:
+        """Truncated: first the lines written after our last read that the rotated copy (if a
+        sibling holds what we read) saved, then the same file from its start, as a new serial."""
+        self.stats[followed.stream].truncations += 1
+        identity, offset, tail = followed.identity, followed.offset, followed.tail
+
+        def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
+            return offset if is_copy(handle, st, identity, offset, tail) else None
+
+        for path in siblings(followed.path, self._fs):
+            opened = self._open(followed.stream, path, start_at)
+            if opened is not None and opened.outcome == "opened":
+                copy = opened.followed
+                copy.rotated, copy.first_path = True, ""  # not a rotation of its own
+                size = os.fstat(copy.handle.fileno()).st_size
+                yield from self._read(copy, size, followed.serial)  # continues the truncated file's last line
+                break
+        yield End(followed.stream, followed.serial, "truncated")
+        self._files.renumber(followed)
+        self.busy = True
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def _find_again(self, position: Position) -> None:
+        opened = self._files.find_again(position, self._candidates(position))
+        if opened.outcome == "opened" and opened.followed.offset < position.offset:
+            self.stats[position.stream].truncations += 1  # truncated while we were down
+            self._find_copy(position)
+            return
+        if opened.outcome != "declined":
+            return
+        if position.offset < position.size:
+            self.stats[position.stream].lost_files += 1
+            log.warning(
+                "stream %s: %s is gone (rotated away and compressed, or deleted, while the sidecar was down) "
+                "with %d bytes unread: the lines in them are lost",
+                position.stream,
+                position.path,
+                position.size - position.offset,
+            )
+        else:
+            log.info(
+                "stream %s: %s, read to its end, was rotated away while the sidecar was down",
+                position.stream,
+                position.path,
+            )
+
+    def _find_copy(self, position: Position) -> None:
+        """A file truncated while we were down: its copy (copytruncate's) holds what followed our offset."""
+        copy = self._files.find_again(position, self._candidates(position), copy_only=True)
+        if copy.outcome == "opened":
+            copy.followed.rotated, copy.followed.first_path = True, ""
+            log.info(
+                "stream %s: %s was truncated while the sidecar was down; reading on in its copy %s",
+                position.stream,
+                position.path,
+                copy.followed.path,
+            )
+
+
+    def _candidates(self, position: Position) -> Iterator[str]:
+        """Where a checkpointed file may be now: its names, then (listed only when needed, and once
+        more if rotation renamed things while we looked) the files beside them."""
+        tried = set()
+        for _ in range(2):
+            names = [position.path, position.real_path]
+            names += [s for name in names if name for s in siblings(name, self._fs)]
+            for name in names:
+                if name and name not in tried:
+                    tried.add(name)
+                    yield name
+            tried = {position.path, position.real_path}  # the second listing: its names may hold other files now

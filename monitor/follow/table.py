@@ -1,0 +1,176 @@
+"""The table of followed files, keyed by identity: each file is followed at most once.
+
+Whoever asks to follow a file (discovery, a rotation's catch-up, a truncated
+file's copy, a restore from the checkpoint) goes through `FileTable.open`,
+which decides on the `fstat` of the handle it actually opened, never on an
+earlier `stat` of the name: logrotate can rename a file between the two, and
+a name checked once can be another file by the time it is opened. A file
+already in the table is refused there, so no caller can make it be read twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from monitor.follow.file import FollowedFile
+from monitor.follow.fs import FileSystem
+from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, matches
+from monitor.follow.items import Position
+
+# Given the opened file's stat and first bytes: the offset to read from, or None to leave it.
+StartAt = Callable[[os.stat_result, bytes, BinaryIO], int | None]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What `FileTable.open` did: `followed` is the new entry, or the existing one for `already`."""
+
+    outcome: str  # opened | already | declined
+    followed: FollowedFile | None = None
+
+
+class FileTable:
+    """Followed files by serial and by identity (device + inode), with the one-entry invariant."""
+
+    def __init__(self, fs: FileSystem, clock: Callable[[], float]) -> None:
+        self._fs = fs
+        self._clock = clock
+        self._by_serial: dict[int, FollowedFile] = {}
+        self._by_inode: dict[tuple[int, int], FollowedFile] = {}
+        self._serial = 0
+        self._read_heads: deque[Identity] = deque(maxlen=256)  # files read before: their copies are not new
+        # Bumped whenever a file is opened, closed, moved or restarted: the caller checkpoints at
+        # once then, because positions in files that rotation is about to move are worth saving.
+        self.generation = 0
+
+    def __iter__(self) -> Iterator[FollowedFile]:
+        return iter(list(self._by_serial.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_serial)
+
+    def get(self, dev: int, ino: int) -> FollowedFile | None:
+        return self._by_inode.get((dev, ino))
+
+    def open(self, stream: str, path: str, start_at: StartAt) -> Opened:
+        """Follow the file `path` names at the moment it is opened (OSError if it cannot be).
+
+        The file is judged by its open handle: if that file is followed already (under any
+        name), the handle is closed and the entry returned as `already`; if `start_at`
+        declines it, as `declined`.
+        """
+        handle = self._fs.open(path)
+        try:
+            st = os.fstat(handle.fileno())
+            existing = self._by_inode.get((st.st_dev, st.st_ino))
+            if existing is not None:
+                handle.close()
+                return Opened("already", existing)
+            head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+            offset = start_at(st, head, handle)
+        except BaseException:
+            handle.close()
+            raise
+        if offset is None:
+            handle.close()
+            return Opened("declined")
+        identity = Identity(st.st_dev, st.st_ino, len(head), digest(head))
+        self._serial += 1
+        followed = FollowedFile(
+            self._serial,
+            stream,
+            path,
+            path,
+            handle,
+            identity,
+            offset,
+            st.st_size,
+            self._clock(),
+            real_path=self._fs.where(handle),
+        )
+        followed.remember_tail()
+        self._by_serial[followed.serial] = followed
+        self._by_inode[(identity.dev, identity.ino)] = followed
+        self.generation += 1
+        return Opened("opened", followed)
+
+    def renumber(self, followed: FollowedFile) -> None:
+        """A truncated file starts over under a new serial (its old partial line ends with the old one)."""
+        self._remember(followed)
+        del self._by_serial[followed.serial]
+        self._serial += 1
+        followed.start_over(self._serial)
+        self._by_serial[followed.serial] = followed
+        self.generation += 1
+
+    def remove(self, followed: FollowedFile) -> None:
+        self._remember(followed)
+        self.generation += 1
+        self._by_serial.pop(followed.serial, None)
+        key = (followed.identity.dev, followed.identity.ino)
+        if self._by_inode.get(key) is followed:
+            del self._by_inode[key]
+        followed.close()
+
+    def moved(self, followed: FollowedFile, path: str) -> bool:
+        """`followed` is now found at `path`; True if that is a rotation of it."""
+        if path == followed.path:
+            followed.rotated = False
+            return False
+        self.generation += 1
+        followed.real_path = self._fs.where(followed.handle) or followed.real_path
+        return followed.moved_to(path)
+
+    def left(self, followed: FollowedFile) -> bool:
+        self.generation += 1
+        return followed.left_stream(self._clock())
+
+    def read_before(self, head: bytes, stream_files: list[FollowedFile]) -> bool:
+        """Does `head` start like a file followed now or read before (so may be a copy of it)?"""
+        known = [f.identity for f in stream_files] + list(self._read_heads)
+        return any(identity.fp_len and matches(head, identity) for identity in known)
+
+    def _remember(self, followed: FollowedFile) -> None:
+        if followed.offset and followed.identity.fp_len:
+            self._read_heads.append(followed.identity)
+
+    # -- restore -------------------------------------------------------------------------
+
+    def find_again(self, position: Position, candidates: Iterable[str], copy_only: bool = False) -> Opened:
+        """Follow a checkpointed file again, found at the first candidate path that holds it.
+
+        The file must be the same one: same inode and head, or (a copy, e.g. logrotate's
+        `copy`) the same head, long enough to tell, and at least as long as what was read.
+        A file truncated while the sidecar was down is read again from 0. With `copy_only`,
+        only a copy is taken.
+        """
+        identity = position.identity
+
+        def start_at(st: os.stat_result, head: bytes, _handle: BinaryIO) -> int | None:
+            same_inode = (st.st_dev, st.st_ino) == (identity.dev, identity.ino)
+            if not matches(head, identity) or (copy_only and same_inode):
+                return None
+            if not same_inode and (identity.fp_len < MIN_COPY_FINGERPRINT or st.st_size < position.offset):
+                return None
+            return position.offset if st.st_size >= position.offset else 0
+
+        for path in candidates:
+            try:
+                opened = self.open(position.stream, path, start_at)
+            except OSError:
+                continue
+            if opened.outcome == "already" and (copy_only or not _same_file(opened.followed, identity)):
+                continue  # the name now holds another file we follow: look further
+            if opened.outcome != "declined":
+                if opened.outcome == "opened":
+                    opened.followed.first_path = position.path
+                return opened
+        return Opened("declined")
+
+
+def _same_file(followed: FollowedFile | None, identity: Identity) -> bool:
+    return followed is not None and (followed.identity.dev, followed.identity.ino) == (identity.dev, identity.ino)
