@@ -216,6 +216,8 @@ def test_dockerignore_keeps_out_venv_git_tests_state_and_caches():
         ".git/HEAD",
         "tests/test_deploy.py",
         "state/state.json",
+        "state/state.db",
+        "state/state.db-wal",
         "logs/tradingagents.log",
         "monitor/__pycache__/cli.cpython-311.pyc",
         "__pycache__/x.pyc",
