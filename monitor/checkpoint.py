@@ -248,6 +248,7 @@ class Checkpoint:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")  # a scrape answered is a save that survives a crash
+                db.execute("PRAGMA journal_size_limit=4194304")  # a big first save leaves no big WAL behind
             except BaseException:
                 db.close()
                 raise
