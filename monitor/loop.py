@@ -122,4 +122,4 @@ class FollowLoop:
         if busy:
             self._sleep(self.settings.busy_poll_seconds)  # writes do not wake us now: nothing to wait for
         else:
-            self.waker.event.wait(self.settings.poll_interval_seconds)
+            self.waker.wait(self.settings.poll_interval_seconds)

@@ -1,4 +1,4 @@
-"""The waker: watches kept while wake-ups on writes are switched, and no ERROR from watchdog."""
+"""The waker: structure changes always wake the loop, writes only while it is idle; watches are kept."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from monitor.watch import Waker
 from tests.sidecar_process import wait_for
 
 
-def test_switching_wake_ups_on_writes_keeps_the_watch_and_logs_no_error(tmp_path, caplog):
+def test_writes_wake_only_when_wanted_and_switching_keeps_the_watches(tmp_path, caplog):
     """The follow loop switches write wake-ups off while busy and on when idle, many times a
     second under load. Re-scheduling watches for that made watchdog log
     `ERROR ... InotifyEmitter.queue_events() called when the thread is inactive`."""
@@ -33,15 +33,35 @@ def test_switching_wake_ups_on_writes_keeps_the_watch_and_logs_no_error(tmp_path
             turned_on = sum(waker.wake_on_writes(n % 2 == 0) for n in range(2000))
             assert turned_on == 1000
             assert set(waker._observer.emitters) == emitters  # the same watch throughout
-            waker.wake_on_writes(True)
             waker.event.clear()
-            wait_for(waker.event.is_set, 10, "a write to wake the loop")
+            assert waker.wait(0.2) is False  # busy (writes do not wake): only the timeout ends the wait
+            waker.wake_on_writes(True)
+            assert waker.wait(10) is True  # idle: the next write wakes it
+            assert not waker.event.is_set()  # a write is no structure change
             (tmp_path / "app.log.1").touch()
             waker.structure_changed = False
-            wait_for(lambda: waker.structure_changed, 10, "a created file to mark a structure change")
+            wait_for(lambda: waker.structure_changed and waker.event.is_set(), 10, "a created file to wake the loop")
     finally:
         stop.set()
         if thread.is_alive():
             thread.join()
         waker.stop()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_without_an_inotify_instance_the_poll_is_the_safety_net(tmp_path, caplog):
+    """A node out of inotify instances: write wake-ups are off, said once; waiting still works."""
+
+    def exhausted():
+        raise OSError(24, "inotify instance limit reached")
+
+    with caplog.at_level(logging.WARNING):
+        waker = Waker(inotify=exhausted)
+    assert "cannot watch for writes ([Errno 24] inotify instance limit reached)" in caplog.text
+    waker.watch_directories({str(tmp_path)})
+    waker.wake_on_writes(True)
+    (tmp_path / "app.log").write_text("line\n")
+    assert waker.wait(0.05) is False  # nothing but the poll interval ends an idle wait now
+    waker.event.set()
+    assert waker.wait(10) is True
+    waker.stop()
