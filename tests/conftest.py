@@ -75,6 +75,28 @@ def no_thread_leaks():
     assert not leaked, f"threads left running: {leaked}"
 
 
+@pytest.fixture
+def sidecars():
+    """Make `monitor run` processes (tests/sidecar_process.py); every one is stopped afterwards."""
+    from tests.sidecar_process import SidecarProcess
+
+    started: list[SidecarProcess] = []
+
+    def make(workdir, *args, **kwargs) -> SidecarProcess:
+        started.append(SidecarProcess(workdir, *args, **kwargs))
+        return started[-1]
+
+    yield make
+    for sidecar in started:
+        sidecar.stop()
+
+
+def append(path, text: str, times: int = 1) -> None:
+    """Append `text` `times` times, as a server's logging handler does (one open, one write)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text * times)
+
+
 # --- MongoDB: a real wire-protocol server -----------------------------------------------------
 
 from demo.mongo_server import MongoServer  # noqa: E402 (kept beside the fixtures that use it)

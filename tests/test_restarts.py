@@ -13,29 +13,14 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import log_line
-from tests.sidecar_process import SidecarProcess, wait_for
+from tests.conftest import append, log_line
+from tests.sidecar_process import wait_for
 
 TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
 RULE = "mongodb_operation_timeout"
 
 
-@pytest.fixture
-def sidecars():
-    started: list[SidecarProcess] = []
 
-    def make(workdir, *args) -> SidecarProcess:
-        started.append(SidecarProcess(workdir, *args))
-        return started[-1]
-
-    yield make
-    for sidecar in started:
-        sidecar.stop()
-
-
-def append(path, text: str, times: int = 1) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text * times)
 
 
 def swap_symlink(link, target) -> None:

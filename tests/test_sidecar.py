@@ -14,8 +14,8 @@ import time
 import pytest
 from bson import ObjectId
 
-from tests.conftest import MINIMAL_CONFIG, REPO, log_line, run_monitor
-from tests.sidecar_process import SidecarProcess, wait_for
+from tests.conftest import MINIMAL_CONFIG, REPO, append, log_line, run_monitor
+from tests.sidecar_process import wait_for
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE), reason="logrotate not installed")
@@ -23,23 +23,7 @@ TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
 RULE = "mongodb_operation_timeout"
 
 
-@pytest.fixture
-def sidecars():
-    started: list[SidecarProcess] = []
 
-    def make(workdir, *args, **kwargs) -> SidecarProcess:
-        sidecar = SidecarProcess(workdir, *args, **kwargs)
-        started.append(sidecar)
-        return sidecar
-
-    yield make
-    for sidecar in started:
-        sidecar.stop()
-
-
-def append(path, text: str, times: int = 1) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text * times)
 
 
 def test_counts_new_lines_and_serves_health(tmp_path, sidecars):
