@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.follow import Data, End, FileSystem, Follower, FollowSettings, Position, StreamSpec
+from monitor.follow import Data, End, FileSystem, Follower, FollowSettings, Identity, Position, StreamSpec
+from monitor.follow.identity import digest
 from monitor.lines import LineFramer
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
@@ -657,3 +658,40 @@ def test_kill_9_at_any_step_and_renames_between_stat_and_open_count_every_line_o
             sidecar.step()
         assert sidecar.reader.numbers() == list(range(n))
         sidecar.reader.follower.close()
+
+
+def test_an_empty_file_saved_by_one_stream_is_not_found_again_in_another_streams_file(tmp_path):
+    """Inode numbers are reused: a file that was empty when checkpointed (no fingerprint) must not
+    be 'found again' in a file of another stream that got its inode number (seen with logrotate
+    rotating app.log and app2.log in one directory: +70 lines on one stream, -70 on the other)."""
+    other = tmp_path / "app2.log"
+    write(other, 0, 5)
+    st = other.stat()
+    empty_then = Position("app", str(tmp_path / "app.log.3"), Identity(st.st_dev, st.st_ino, 0, digest(b"")), 0, 0)
+    (tmp_path / "app.log").touch()
+    streams = [StreamSpec("app", (str(tmp_path / "app.log"),)), StreamSpec("app2", (str(other),))]
+    follower = Follower(streams, FollowSettings())
+    follower.restore([empty_then])
+    reader = Reader(follower).drain(2)
+    assert {p.stream: p.path for _, p in follower.positions()} == {"app": str(tmp_path / "app.log"), "app2": str(other)}
+    assert reader.numbers() == [0, 1, 2, 3, 4]  # read once, as app2's
+    follower.close()
+
+
+def test_a_file_named_by_another_stream_is_never_taken_for_this_ones_checkpointed_file(tmp_path):
+    """Same inode and the same first bytes (logs of one day start alike): still the other stream's."""
+    shared_head = b"2025-10-22 14:20:02,123 | backend.tradingagents_server | INFO     | x\n"
+    other = tmp_path / "app2.log"
+    other.write_bytes(shared_head * 3)
+    st = other.stat()
+    identity = Identity(st.st_dev, st.st_ino, len(shared_head), digest(shared_head))
+    saved = Position("app", str(tmp_path / "app.log.1"), identity, len(shared_head), len(shared_head))
+    streams = [StreamSpec("app", (str(tmp_path / "app.log"),)), StreamSpec("app2", (str(other),))]
+    follower = Follower(streams, FollowSettings())
+    follower.restore([saved])
+    list(follower.poll())
+    assert [(p.stream, p.path, p.offset) for _, p in follower.positions()] == [
+        ("app2", str(other), 3 * len(shared_head))
+    ]
+    assert follower.stats["app"].lost_files == 0  # it was read to its end when saved
+    follower.close()

@@ -9,6 +9,7 @@ and `End` (the file is done: flush its partial line and forget it).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import time
@@ -278,6 +279,14 @@ class Follower:
                 position.path,
             )
 
+    def _named_by_another_stream(self, path: str, stream: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(path, pattern)
+            for other in self.streams
+            if other.name != stream
+            for pattern in other.paths
+        )
+
     def _find_copy(self, position: Position) -> None:
         """A file truncated while we were down: its copy (copytruncate's) holds what followed our offset."""
         copy = self._files.find_again(position, self._candidates(position), copy_only=True)
@@ -290,16 +299,22 @@ class Follower:
                 copy.followed.path,
             )
 
-
     def _candidates(self, position: Position) -> Iterator[str]:
-        """Where a checkpointed file may be now: its names, then (listed only when needed, and once
-        more if rotation renamed things while we looked) the files beside them."""
-        tried = set()
+        """Where a checkpointed file may be now: its names, then (listed once more if rotation
+        renamed things while we looked) the files beside them.
+
+        A file that was empty when saved has no fingerprint to tell it from a new file that
+        reuses its inode number: nothing was read of it, so only its own names are tried. A
+        file another stream's paths name is that stream's, never taken for this one.
+        """
+        own = [name for name in (position.path, position.real_path) if name]
+        yield from dict.fromkeys(own)
+        if not position.identity.fp_len:
+            return
+        tried = set(own)
         for _ in range(2):
-            names = [position.path, position.real_path]
-            names += [s for name in names if name for s in siblings(name, self._fs)]
-            for name in names:
-                if name and name not in tried:
-                    tried.add(name)
-                    yield name
-            tried = {position.path, position.real_path}  # the second listing: its names may hold other files now
+            for sibling in [s for name in own for s in siblings(name, self._fs)]:
+                if sibling not in tried and not self._named_by_another_stream(sibling, position.stream):
+                    tried.add(sibling)
+                    yield sibling
+            tried = set(own)  # the second listing: its names may hold other files now
