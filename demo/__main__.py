@@ -151,12 +151,13 @@ class Demo:
             faults, lost, late, stuck = dict(truth.faults), set(truth.lost_ids), set(truth.late_ids), truth.stuck_ids
             analyses = truth.analyses
 
-        def events(rule: str) -> int:
+        def events(rule: str, **wanted: str) -> int:
+            pairs = {("rule", rule), *wanted.items()}
             return int(
                 sum(
                     v
                     for (name, labels), v in metrics.items()
-                    if name == "tradingagents_log_events_total" and ("rule", rule) in labels
+                    if name == "tradingagents_log_events_total" and pairs <= set(labels)
                 )
             )
 
@@ -175,6 +176,11 @@ class Demo:
                 str(events("mongodb_update_returned_none")),
             ),
             ("failed analyses", faults.get("analysis_failed", 0), str(events("analysis_execution_failed"))),
+            (
+                "unsuccessful results ('成功: False')",
+                faults.get("result_unsuccessful", 0) + faults.get("unsuccessful_lost", 0),
+                str(events("analysis_finished", success="False")),
+            ),
             (
                 "status writes lost (found in MongoDB)",
                 len(lost),

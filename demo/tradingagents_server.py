@@ -27,14 +27,17 @@ LOOP_ERROR = "The future belongs to a different loop than the one specified as t
 
 # fault -> share of analyses (the rest complete normally)
 FAULTS = {
-    "analysis_failed": 0.10,  # the analysis itself fails; the failed status is written
+    "analysis_failed": 0.10,  # the analysis raises; the failed status is written
+    "result_unsuccessful": 0.09,  # the result is unsuccessful: `failed` written, `✅ 分析完成状态…` logged all the same
+    "unsuccessful_lost": 0.03,  # the same, and the failed status is lost
     "event_loop_error": 0.08,  # the original bug: the status write raises, nothing written
     "timeout": 0.07,  # the status write times out after 10 s, nothing written
     "claimed_not_written": 0.08,  # the log says the status was written; it was not
     "late_write": 0.07,  # the write lands seconds after the log says so
     "stuck": 0.04,  # the worker never finishes: pending forever
 }
-LOST = ("event_loop_error", "timeout", "claimed_not_written")
+LOST = ("event_loop_error", "timeout", "claimed_not_written", "unsuccessful_lost")
+UNSUCCESSFUL = ("result_unsuccessful", "unsuccessful_lost")
 
 
 @dataclass
@@ -165,10 +168,15 @@ def analysis_worker(server: SimulatedServer, fault: str, symbol: str, market: st
     if fault == "analysis_failed":
         log.error("分析 %s 执行失败: 数据源超时: get_stock_data %s", analysis_id, symbol)
         _set_status(analyses, analysis_id, "failed", error_message="数据源超时")
-        log.info("✅ 分析失败状态已更新到数据库: %s", analysis_id)
-        log.info("分析 %s 完成，成功: False", analysis_id)
+        log.info("✅ 分析失败状态已更新到数据库: %s", analysis_id)  # and no `完成，成功:` line on this path
         server.truth.record(fault, analysis_id)
         return
+    # The real worker's final update: `completed` if the result succeeded, `failed` if not, then
+    # the same `✅ 分析完成状态已更新到数据库` line in both cases, and `完成，成功: True|False`.
+    success = fault not in UNSUCCESSFUL
+    final, outcome = (
+        ("completed", {"result_data": {"decision": "BUY"}}) if success else ("failed", {"error_message": "无有效结果"})
+    )
     log.info("✅ 分析完成状态已写入Redis: %s", analysis_id)
     if fault == "event_loop_error":
         log.error("MongoDB操作失败: %s", LOOP_ERROR)
@@ -176,15 +184,15 @@ def analysis_worker(server: SimulatedServer, fault: str, symbol: str, market: st
     elif fault == "timeout":
         log.error("MongoDB操作超时")
         log.warning("⚠️ MongoDB更新返回None，可能更新失败")
-    elif fault == "claimed_not_written":
+    elif fault in ("claimed_not_written", "unsuccessful_lost"):
         log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
     elif fault == "late_write":
         log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
-        server.later(4.0, _set_status, analyses, analysis_id, "completed")
+        server.later(4.0, _set_status, analyses, analysis_id, final)
     else:
-        _set_status(analyses, analysis_id, "completed", result_data={"decision": "BUY"})
+        _set_status(analyses, analysis_id, final, **outcome)
         log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
-    log.info("分析 %s 完成，成功: True", analysis_id)
+    log.info("分析 %s 完成，成功: %s", analysis_id, success)
     if fault != "ok":
         server.truth.record(fault, analysis_id)
 

@@ -17,6 +17,10 @@ from monitor.config import ClaimRule
 from monitor.scan import Event
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+# Longer than any id the server makes (a 24-hex ObjectId, a 36-character UUID): a hostile or
+# broken line could capture a megabyte as the "id"; it is kept as a prefix and its length.
+MAX_ID_CHARS = 64
+KEPT_ID_CHARS = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,19 @@ def is_object_id(value: str) -> bool:
     return bool(_OBJECT_ID.fullmatch(value))
 
 
+def bounded_id(analysis_id: str) -> str:
+    """The id as captured, or for one longer than any real id, its head and length (never queried).
+
+    >>> bounded_id("68f8741c3512a67997df93d2")
+    '68f8741c3512a67997df93d2'
+    >>> bounded_id("x" * 1_000_000)
+    'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (1000000 characters)'
+    """
+    if len(analysis_id) <= MAX_ID_CHARS:
+        return analysis_id
+    return f"{analysis_id[:KEPT_ID_CHARS]}… ({len(analysis_id)} characters)"
+
+
 class ClaimExtractor:
     """Turns scanned events into claims according to the configured claim rules."""
 
@@ -56,6 +73,6 @@ class ClaimExtractor:
             for claim_rule in self._by_rule.get(event.rule, ()):
                 if any(event.captures.get(k) != v for k, v in claim_rule.when.items()):
                     continue
-                analysis_id = event.captures.get(claim_rule.id_capture, "")
+                analysis_id = bounded_id(event.captures.get(claim_rule.id_capture, ""))
                 out.append(Claim(analysis_id, claim_rule.name, tuple(claim_rule.accept), event.time, stream))
         return out

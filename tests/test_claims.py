@@ -37,3 +37,13 @@ def test_only_24_hex_digits_are_object_ids():
     assert not is_object_id('{"$ne": null}')
     assert not is_object_id("68f8741c3512a67997df93d2\n")
     assert not is_object_id("68F8741C3512A67997DF93D2Z")
+
+
+def test_a_megabyte_id_is_kept_as_its_head_and_length_and_never_queried():
+    extractor = ClaimExtractor([ClaimRule(name="written", rule="persisted", accept=["completed"])])
+    uuid = "3f2b8c4e-1d2a-4b7f-9c3e-5a6b7c8d9e0f"
+    claims = extractor.claims(
+        [event("persisted", analysis_id=uuid), event("persisted", analysis_id="9" * 1_048_576)], "app"
+    )
+    assert [c.analysis_id for c in claims] == [uuid, "9" * 36 + "… (1048576 characters)"]
+    assert not is_object_id(claims[1].analysis_id)

@@ -77,3 +77,50 @@ def test_unreachable_database_and_missing_url_exit_2_without_the_password(tmp_pa
     result = run_monitor("verify", str(log), env={"MONGODB_URL": "", "MONGODB_URL_FILE": ""})
     assert result.returncode == 2
     assert "no MongoDB URL; pass --mongo-url" in result.stderr
+
+
+def test_every_path_the_server_takes_is_judged_by_what_its_code_does(tmp_path, mongo):
+    """The real worker logs `✅ 分析完成状态已更新到数据库` after a successful AND an unsuccessful
+    result (DESIGN.md section 1); `完成，成功:` says which status it wrote. Unsuccessful analyses
+    with their `failed` status are no alarm; every lost status is one, whichever path lost it."""
+    url, name, db = mongo
+
+    def analysis(status: str) -> str:
+        return str(db.analyses.insert_one({"status": status, "progress": 100.0}).inserted_id)
+
+    succeeded, unsuccessful, raised, cancelled = (
+        analysis("completed"),
+        analysis("failed"),
+        analysis("failed"),
+        analysis("cancelled"),
+    )
+    lost_success, lost_unsuccessful, lost_raised = analysis("pending"), analysis("pending"), analysis("pending")
+    wrong_way = analysis("completed")  # the log says the result was unsuccessful
+    rotated_away = analysis("failed")  # its `完成，成功:` line is in a file no longer there
+    lines = []
+    for analysis_id, success in (
+        (succeeded, True),
+        (unsuccessful, False),
+        (cancelled, True),
+        (lost_success, True),
+        (lost_unsuccessful, False),
+        (wrong_way, False),
+    ):
+        lines += [f"✅ 分析完成状态已更新到数据库: {analysis_id}", f"分析 {analysis_id} 完成，成功: {success}"]
+    for analysis_id in (raised, lost_raised):
+        lines += [f"分析 {analysis_id} 执行失败: 数据源超时", f"✅ 分析失败状态已更新到数据库: {analysis_id}"]
+    lines.append(f"✅ 分析完成状态已更新到数据库: {rotated_away}")
+    log = tmp_path / "tradingagents.log"
+    write_log(log, lines)
+    result = run_monitor("verify", str(log), "--mongo-url", url, "--mongo-db", name, "--format", "json")
+    assert result.returncode == 1, result.stderr
+    flagged = {(f["analysis_id"], f["claim"]) for f in json.loads(result.stdout)["not_persisted"]}
+    assert flagged == {
+        (lost_success, "completed_status_written"),
+        (lost_success, "finished_success"),
+        (lost_unsuccessful, "completed_status_written"),
+        (lost_unsuccessful, "finished_failure"),
+        (lost_raised, "worker_raised"),
+        (lost_raised, "failed_status_written"),
+        (wrong_way, "finished_failure"),
+    }
