@@ -20,6 +20,7 @@ _OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 # Longer than any id the server makes (a 24-hex ObjectId, a 36-character UUID): a hostile or
 # broken line could capture a megabyte as the "id"; it is kept as a prefix and its length.
 MAX_ID_CHARS = 64
+FINAL_STATUSES = ("completed", "failed")  # how an analysis ends; `cancelled` comes through the API
 KEPT_ID_CHARS = 36
 
 
@@ -54,6 +55,16 @@ def bounded_id(analysis_id: str) -> str:
     if len(analysis_id) <= MAX_ID_CHARS:
         return analysis_id
     return f"{analysis_id[:KEPT_ID_CHARS]}… ({len(analysis_id)} characters)"
+
+
+def implied_status(accept: Iterable[str]) -> str | None:
+    """The one final status a claim stands for, if it names one (`cancelled` aside).
+
+    >>> implied_status(["failed", "cancelled"]), implied_status(["completed", "failed", "cancelled"])
+    ('failed', None)
+    """
+    statuses = {s for s in accept if s != "cancelled"}
+    return statuses.pop() if len(statuses) == 1 and next(iter(statuses)) in FINAL_STATUSES else None
 
 
 class ClaimExtractor:

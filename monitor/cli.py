@@ -1,7 +1,7 @@
-"""Command line: `monitor check-config | scan | run | verify`.
+"""Command line: `monitor check-config | scan | run | verify | repair | explain`.
 
 Exit status: 0 success; 1 the check found something (`scan --fail-on`,
-`verify` with unpersisted statuses); 2 bad configuration, usage or input.
+`verify` with unpersisted statuses, `explain` of an analysis not persisted); 2 bad configuration, usage or input.
 """
 
 from __future__ import annotations
@@ -45,13 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Control characters (from file names or log lines) must not forge or garble lines of our own log.
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+# No line of our own log is longer than this, whatever a log line or a database answer held.
+MAX_LOG_LINE_CHARS = 16_384
 
 
 class EscapingFormatter(logging.Formatter):
-    """Escapes control characters in messages; tracebacks keep their newlines."""
+    """Escapes control characters in messages and bounds their length; tracebacks keep their newlines.
+
+    >>> record = logging.LogRecord("m", logging.INFO, "", 0, "x" * 20_000, None, None)
+    >>> len(EscapingFormatter("%(message)s").format(record)) < MAX_LOG_LINE_CHARS + 40
+    True
+    """
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
-        return super().formatMessage(record).translate(_ESCAPES)
+        text = super().formatMessage(record)
+        if len(text) > MAX_LOG_LINE_CHARS:
+            text = f"{text[:MAX_LOG_LINE_CHARS]}… (cut: {len(text)} characters)"
+        return text.translate(_ESCAPES)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(verify)
     _mongo_flags(verify)
     verify.add_argument("--format", choices=["table", "json"], default="table")
+    verify.add_argument(
+        "--repair-plan", metavar="PLAN.json", help="also write which lost statuses to restore, to what, and why"
+    )
     verify.set_defaults(command=cmd_verify)
+
+    repair = commands.add_parser(
+        "repair", help="show (or with --apply, make) the changes of a repair plan; a changed document is skipped"
+    )
+    repair.add_argument("plan", metavar="PLAN.json", help="written by `monitor verify --repair-plan`")
+    _config_flag(repair)
+    _mongo_flags(repair)
+    repair.add_argument("--apply", action="store_true", help="change the documents (without it nothing changes)")
+    repair.set_defaults(command=cmd_repair)
+
+    explain = commands.add_parser(
+        "explain", help="one analysis: every log line naming it, its MongoDB status, and the verdict"
+    )
+    explain.add_argument("id", metavar="ID", help="the analysis id as the log shows it")
+    explain.add_argument("files", nargs="+", metavar="FILE")
+    _config_flag(explain)
+    _mongo_flags(explain)
+    explain.add_argument("--format", choices=["table", "json"], default="table")
+    explain.set_defaults(command=cmd_explain)
     return parser
 
 
@@ -221,10 +253,71 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = config.model_copy(update={"reconcile": reconcile})
     reconciler = build_reconciler(config, args.mongo_url, args.mongo_db)
     try:
-        return verify(config, matcher, [Path(f) for f in args.files], reconciler, args.format)
+        plan = Path(args.repair_plan) if args.repair_plan else None
+        return verify(config, matcher, [Path(f) for f in args.files], reconciler, args.format, repair_plan=plan)
     finally:
         if reconciler is not None:
             reconciler.mongo.close()
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError, resolve_url
+    from monitor.repair import PlanError, describe, read_plan
+
+    try:
+        plan, repairs = read_plan(Path(args.plan))
+    except PlanError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    settings = load(args)[0].config.mongodb
+    settings = settings.model_copy(update={"database": args.mongo_db or plan.get("database") or settings.database})
+    if plan.get("database") and plan["database"] != settings.database:
+        print(
+            f"monitor: {args.plan} was made for database {plan['database']!r}, not {settings.database!r}; "
+            f"pass --mongo-db {plan['database']}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    try:
+        url = resolve_url(settings, args.mongo_url)
+        if not url:
+            raise MongoQueryError(
+                "no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url"
+            )
+        gateway = MongoGateway(settings, url)
+    except MongoQueryError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    done = skipped = 0
+    try:
+        for repair in repairs:
+            still = gateway.repair_one(repair.filter, repair.update) if args.apply else gateway.matching(repair.filter)
+            if still:
+                done += 1
+                print(f"{'applied' if args.apply else 'would apply'}  {describe(repair)}")
+            else:
+                skipped += 1
+                print(f"skipped  {repair.analysis_id}: the document is no longer pending (changed since the plan)")
+    except (MongoUnavailableError, MongoQueryError) as exc:
+        print(
+            f"monitor: {exc}; {done} applied before the failure" if args.apply else f"monitor: {exc}", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    finally:
+        gateway.close()
+    if args.apply:
+        print(f"{done} repair(s) applied, {skipped} skipped because the document changed")
+    else:
+        print(f"{done} repair(s) would be applied, {skipped} would be skipped; nothing changed (pass --apply)")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from monitor.explain import explain
+
+    loaded, matcher = load(args)
+    files = [Path(f) for f in args.files]
+    return explain(loaded.config, matcher, args.id, files, args.mongo_url, args.mongo_db, args.format)
 
 
 def _summary(

@@ -79,7 +79,7 @@ class MongoStats:
 
 
 class MongoGateway:
-    """Owns the MongoClient; every method is a bounded, read-only query."""
+    """Owns the MongoClient; every method is a bounded query, read-only but for `repair_one`."""
 
     def __init__(
         self,
@@ -126,6 +126,16 @@ class MongoGateway:
             return {str(doc["_id"]): doc for doc in cursor.max_time_ms(self.settings.max_time_ms)}
 
         return self._run("find_statuses", query)
+
+    def matching(self, selector: dict[str, Any]) -> int:
+        """How many documents match `selector` (a repair's filter: is the document still pending?)."""
+        return self._run(
+            "matching", lambda: self._collection.count_documents(selector, maxTimeMS=self.settings.max_time_ms)
+        )
+
+    def repair_one(self, selector: dict[str, Any], update: dict[str, Any]) -> bool:
+        """The one write this tool makes (`monitor repair --apply`): True if `selector` still matched."""
+        return self._run("repair", lambda: self._collection.update_one(selector, update).matched_count == 1)
 
     def count_stuck(self, older_than: timedelta) -> tuple[int, list[dict[str, Any]]]:
         """Documents still pending long after created_at: their count and the oldest few."""

@@ -11,25 +11,24 @@ e.g. still `pending`, or `completed` where the log said failed); `not_found`;
 `invalid_id` (not an ObjectId, e.g. the UUID of the in-memory fallback);
 `error` (the server kept answering with an error until the deadline).
 
-Each outcome other than `confirmed` is a *finding*: logged once as one JSON
-line and kept (the most recent N) for `/findings`, so an operator sees which
-analyses to repair.
+Each analysis with a claim not `confirmed` is one *finding* (`monitor.findings`),
+with every failed claim as its evidence, so an operator sees which analyses
+to repair.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitor.claims import Claim, is_object_id
 from monitor.config import ReconcileSettings
+from monitor.findings import ClaimCheck, Finding, FindingBook
 from monitor.histogram import DELAY_BUCKETS, Histogram
 from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
 from monitor.reconcile_metrics import ReconcileCollector
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
-findings_log = logging.getLogger("monitor.findings")
 
 PendingChange = tuple[Claim, float] | None  # (claim, seen_at) added, or None: settled
 OUTCOMES = ("confirmed", "status_mismatch", "not_found", "invalid_id", "error")
@@ -53,21 +51,6 @@ class _Pending:
     last_error: str = ""
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One analysis whose status the log claims but MongoDB does not hold (or a stuck one)."""
-
-    analysis_id: str
-    claim: str
-    outcome: str
-    expected: list[str]
-    mongo: dict[str, Any] | None  # what the database holds (status fields), None if nothing
-    logged_at: str
-    checked_at: str
-    stream: str = ""
-    detail: str = ""
-
-
 @dataclass
 class ReconcileStats:
     """Plain values for the metrics stage."""
@@ -78,6 +61,7 @@ class ReconcileStats:
     stuck: int | None = None
     by_status: dict[str, int] = field(default_factory=dict)
     delay: Histogram = field(default_factory=lambda: Histogram(DELAY_BUCKETS))
+    not_persisted: dict[str, int] = field(default_factory=dict)  # analyses, by their finding's outcome
 
 
 class Reconciler:
@@ -98,7 +82,7 @@ class Reconciler:
         for name in claim_names:
             for outcome in OUTCOMES:
                 self.stats.checks[(name, outcome)] = 0
-        self.findings: deque[Finding] = deque(maxlen=settings.findings_kept)
+        self.book = FindingBook(settings.findings_kept)
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Pending] = {}
@@ -122,7 +106,8 @@ class Reconciler:
                 if claim.key in self._pending:
                     continue  # the same claim read twice (a re-read after restart): one check
                 if not is_object_id(claim.analysis_id):
-                    self._decide(claim, "invalid_id", None, now, detail="not a 24-hex-digit ObjectId: never queried")
+                    detail = "not a 24-hex-digit ObjectId: never queried"
+                    self._decide(claim, "invalid_id", None, now, detail=detail)
                     continue
                 if len(self._pending) >= self.settings.max_pending:
                     self.stats.dropped += 1
@@ -130,6 +115,7 @@ class Reconciler:
                 self._pending[claim.key] = _Pending(claim, now, now + self.settings.grace_seconds)
                 self._changes[claim.key] = (claim, now)
             self.stats.pending = len(self._pending)
+            self.book.publish()
 
     # -- the thread --------------------------------------------------------------------
 
@@ -190,6 +176,7 @@ class Reconciler:
                     continue
                 self._judge(pending, documents, error, now)
             self.stats.pending = len(self._pending)
+            self.book.publish()  # one line per analysis, with every claim of it decided in this batch
         return True
 
     def _judge(self, pending: _Pending, documents: dict[str, dict] | None, error: str, now: float) -> None:
@@ -224,19 +211,7 @@ class Reconciler:
 
     def _decide(self, claim: Claim, outcome: str, document: dict | None, now: float, detail: str = "") -> None:
         self._count(claim.claim, outcome)
-        finding = Finding(
-            analysis_id=claim.analysis_id,
-            claim=claim.claim,
-            outcome=outcome,
-            expected=list(claim.accept),
-            mongo=_plain(document),
-            logged_at=_iso(claim.logged_at),
-            checked_at=_iso(now),
-            stream=claim.stream,
-            detail=detail,
-        )
-        self.findings.append(finding)
-        findings_log.warning("finding %s", json.dumps(asdict(finding), ensure_ascii=True))
+        self.book.record(claim, outcome, document, now, detail)
 
     def _count(self, claim: str, outcome: str) -> None:
         key = (claim, outcome)
@@ -263,22 +238,10 @@ class Reconciler:
                 self._reported_stuck[analysis_id] = None
                 if len(self._reported_stuck) > 10_000:  # bounded memory of what was said
                     self._reported_stuck.pop(next(iter(self._reported_stuck)))
-                claim = Claim(analysis_id, "stuck_pending", ("completed", "failed", "cancelled"), now, "")
-                self._decide_stuck(claim, document, now)
-
-    def _decide_stuck(self, claim: Claim, document: dict, now: float) -> None:
-        finding = Finding(
-            analysis_id=claim.analysis_id,
-            claim="stuck_pending",
-            outcome="stuck",
-            expected=list(claim.accept),
-            mongo=_plain(document),
-            logged_at="",
-            checked_at=_iso(now),
-            detail=f"still pending more than {self.settings.stuck.max_analysis_seconds:.0f} s after created_at",
-        )
-        self.findings.append(finding)
-        findings_log.warning("finding %s", json.dumps(asdict(finding), ensure_ascii=True))
+                check = ClaimCheck("stuck_pending", "stuck", ["completed", "failed", "cancelled"], "")
+                detail = f"still pending more than {self.settings.stuck.max_analysis_seconds:.0f} s after created_at"
+                self.book.add(analysis_id, check, document, now, detail)
+            self.book.publish()
 
     # -- state -------------------------------------------------------------------------
 
@@ -296,6 +259,7 @@ class Reconciler:
             ("checks", claim, outcome): n for (claim, outcome), n in self.stats.checks.items()
         }
         rows[("dropped",)] = self.stats.dropped
+        rows.update({("not_persisted", outcome): n for outcome, n in self.book.not_persisted.items()})
         rows.update({("delay", *key): value for key, value in self.stats.delay.rows().items()})
         return rows
 
@@ -305,6 +269,9 @@ class Reconciler:
                 if key[0] == "checks" and len(key) == 3:
                     self.stats.checks[(key[1], key[2])] = int(value)
             self.stats.dropped = int(rows.get(("dropped",), 0))
+            for key, value in rows.items():
+                if key[0] == "not_persisted" and len(key) == 2:
+                    self.book.not_persisted[key[1]] = int(value)
             self.stats.delay.restore_rows({key[1:]: value for key, value in rows.items() if key[0] == "delay"})
 
     def restore_pending(self, pending: Iterable[tuple[Claim, float]]) -> int:
@@ -333,20 +300,16 @@ class Reconciler:
                 self.stats.stuck,
                 dict(self.stats.by_status),
                 self.stats.delay.copy(),
+                dict(self.book.not_persisted),
             )
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding kept, oldest first."""
+        with self._lock:
+            return self.book.in_order()
 
     def recent_findings(self) -> list[dict[str, Any]]:
         """The most recent findings, newest first (the /findings page)."""
         with self._lock:
-            return [asdict(f) for f in reversed(self.findings)]
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
-
-
-def _plain(document: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A document's status fields as JSON-safe values (ObjectId, datetime -> str)."""
-    if document is None:
-        return None
-    return {k: v if isinstance(v, str | int | float | bool | type(None)) else str(v) for k, v in document.items()}
+            return [asdict(f) for f in self.book.recent()]

@@ -32,6 +32,14 @@ def reconcile_families(prefix: str, stats, mongo: MongoStats) -> Iterator[Metric
     for (claim, outcome), value in sorted(stats.checks.items()):
         checks.add_metric([claim, outcome], value)
     yield checks
+    not_persisted = CounterMetricFamily(
+        f"{prefix}_analyses_not_persisted",
+        "Analyses whose final status MongoDB does not hold, however many of their claims say so, by outcome.",
+        labels=["outcome"],
+    )
+    for outcome, value in sorted(stats.not_persisted.items()):
+        not_persisted.add_metric([outcome], value)
+    yield not_persisted
     yield GaugeMetricFamily(f"{prefix}_analysis_checks_pending", "Claims waiting for their check.", value=stats.pending)
     yield CounterMetricFamily(
         f"{prefix}_analysis_claims_dropped",

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from monitor.claims import ClaimExtractor
 from monitor.config import Config, ConfigError
+from monitor.findings import Finding
 from monitor.readfiles import LogReadError, read_chunks
-from monitor.reconcile import Finding, Reconciler
+from monitor.reconcile import Reconciler
 from monitor.scan import Matcher, Scanner
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
@@ -28,6 +29,7 @@ def verify(
     reconciler: Reconciler | None,
     output: str,
     out: TextIO = sys.stdout,
+    repair_plan: Path | None = None,
 ) -> int:
     if reconciler is None:
         raise ConfigError(
@@ -62,6 +64,8 @@ def verify(
         )
         return EXIT_BAD_INPUT
     findings = list(reconciler.findings)
+    if repair_plan is not None:
+        _write_repair_plan(config, matcher, files, findings, reconciler, repair_plan)
     checks = reconciler.stats_snapshot().checks
     confirmed = sum(n for (_, outcome), n in checks.items() if outcome == "confirmed")
     if output == "json":
@@ -85,15 +89,33 @@ def verify(
     return EXIT_FOUND if findings else EXIT_OK
 
 
+def _write_repair_plan(
+    config: Config, matcher: Matcher, files: list[Path], findings: list[Finding], reconciler: Reconciler, path: Path
+) -> None:
+    from monitor.repair import build_plan, write_plan
+
+    plan = build_plan(config, matcher, files, findings, reconciler.mongo.settings.database)
+    try:
+        write_plan(plan, path)
+    except OSError as exc:
+        raise ConfigError(f"--repair-plan {path}: cannot write it: {exc.strerror or exc}") from None
+    print(
+        f"repair plan {path}: {len(plan['repairs'])} repair(s), {len(plan['unrepairable'])} unrepairable; "
+        f"review it, then `monitor repair {path}` (add --apply to change the documents)",
+        file=sys.stderr,
+    )
+
+
 def _print_table(findings: list[Finding], claims: int, confirmed: int, out: TextIO) -> None:
     console = Console(file=out, width=None if out.isatty() else 200, highlight=False)
     console.print(f"{claims} claim(s) in the logs, {confirmed} confirmed in MongoDB, {len(findings)} not persisted")
     if not findings:
         return
     table = Table(title="analyses whose status the log claims but MongoDB does not hold", title_justify="left")
-    for column in ("analysis id", "claim", "outcome", "expected", "MongoDB holds"):
+    for column in ("analysis id", "outcome", "claims (expected statuses)", "MongoDB holds"):
         table.add_column(column, overflow="fold")
     for f in findings:
         holds = "nothing" if f.mongo is None else f"status={f.mongo.get('status')!r}"
-        table.add_row(f.analysis_id, f.claim, f.outcome, "|".join(f.expected), holds if not f.detail else f.detail)
+        claims = "\n".join(f"{c.claim}: {c.outcome} ({'|'.join(c.expected)})" for c in f.claims)
+        table.add_row(f.analysis_id, f.outcome, claims, holds if not f.detail else f.detail)
     console.print(table)

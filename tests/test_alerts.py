@@ -47,6 +47,7 @@ LOG_METRICS = {
 # URL; tests that need their data say so explicitly (see tests/test_prometheus_e2e.py).
 RECONCILE_METRICS = {
     "tradingagents_analysis_checks_total",
+    "tradingagents_analyses_not_persisted_total",
     "tradingagents_analysis_checks_pending",
     *histogram("tradingagents_analysis_confirmation_delay_seconds"),
     "tradingagents_analyses_stuck",
@@ -236,7 +237,9 @@ def test_alerts_cover_the_issue():
         "TradingAgentsAnalysisFailureSpike": 'success="False"',
         "TradingAgentsAnalysisFailureRatioHigh": 'success="False"',
         "TradingAgentsUpdateReturnedNoneSpike": 'rule="mongodb_update_returned_none"',
-        "TradingAgentsStatusNotPersisted": 'outcome=~"status_mismatch|not_found"',
+        "TradingAgentsStatusNotPersisted": (
+            'tradingagents_analyses_not_persisted_total{outcome=~"status_mismatch|not_found"}'
+        ),
         "TradingAgentsAnalysesStuck": "tradingagents_analyses_stuck",
         "TradingAgentsMongoUnreachable": "tradingagents_mongo_up == 0",
         "LogMonitorDown": f'up{{job="{JOB}"}} == 0',

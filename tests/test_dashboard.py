@@ -135,6 +135,7 @@ def test_panels_cover_what_operators_need():
         "timeouts and failures": r"mongodb_operation_timeout\|mongodb_operation_failed",
         "event-loop regression counter": r'rule="event_loop_regression"',
         "check outcomes": r"sum by \(outcome\) \(increase\(tradingagents_analysis_checks_total",
+        "analyses not persisted": r"sum by \(outcome\) \(increase\(tradingagents_analyses_not_persisted_total",
         "pending checks": r"tradingagents_analysis_checks_pending",
         "stuck analyses": r"tradingagents_analyses_stuck",
         "mongo up": r"tradingagents_mongo_up",

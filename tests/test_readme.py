@@ -54,6 +54,8 @@ def test_readme_command(command, tmp_path, mongo):
         .replace("/var/lib/node_exporter/textfile", str(textfiles))
         .replace("mongodb://mongo:27017", url)
         .replace("0.0.0.0:9464", f"127.0.0.1:{port}")
+        # The repair walkthrough's commands share one plan, in the order the README gives them.
+        .replace("plan.json", str(tmp_path.parent / "readme-plan.json"))
     )
     env = {
         **os.environ,

@@ -92,7 +92,7 @@ def test_each_outcome(mongo):
     }
     by_id = {f.analysis_id: f for f in reconciler.findings}
     assert by_id[stuck].mongo["status"] == "pending"
-    assert by_id[wrong].mongo["status"] == "completed" and by_id[wrong].expected == ["failed"]
+    assert by_id[wrong].mongo["status"] == "completed" and by_id[wrong].claims[0].expected == ["failed"]
     assert by_id[missing].mongo is None
     assert reconciler.mongo.stats.up is True
     reconciler.stop()
@@ -144,25 +144,46 @@ def test_bounded_queue_counts_what_it_drops(mongo):
     reconciler.stop()
 
 
-def test_findings_are_logged_once_as_json(mongo, caplog):
+def finished(analysis_id: str) -> Claim:
+    return Claim(analysis_id, "finished_success", ("completed", "cancelled"), 0.0, "app")
+
+
+def test_one_analysis_is_one_finding_logged_once_with_every_failed_claim(mongo, caplog):
+    """A lost status makes two claims (the ✅ line and the 完成，成功: True line): one problem."""
     url, name, db = mongo
     clock = Clock()
     reconciler = make(url, name, clock)
-    analysis = insert(db, "pending")
+    lost, ok = insert(db, "pending"), insert(db, "completed")
     with caplog.at_level(logging.WARNING, logger="monitor.findings"):
-        reconciler.submit([completed(analysis)])
+        reconciler.submit([completed(lost), finished(lost), completed(ok), finished(ok)])
         clock.now += 100
         reconciler.run_once()
+        reconciler.run_once()
+        reconciler.submit([Claim(lost, "worker_raised", ("failed",), 1.0, "app")])  # a later claim joins
+        clock.now += 100
         reconciler.run_once()
     lines = [r.getMessage() for r in caplog.records if r.name == "monitor.findings"]
     assert len(lines) == 1
     finding = json.loads(lines[0].removeprefix("finding "))
     assert (finding["analysis_id"], finding["outcome"], finding["mongo"]["status"]) == (
-        analysis,
+        lost,
         "status_mismatch",
         "pending",
     )
-    assert reconciler.recent_findings()[0]["analysis_id"] == analysis
+    assert [(c["claim"], c["outcome"]) for c in finding["claims"]] == [
+        ("completed_status_written", "status_mismatch"),
+        ("finished_success", "status_mismatch"),
+    ]
+    served = reconciler.recent_findings()
+    assert [f["analysis_id"] for f in served] == [lost]
+    assert [c["claim"] for c in served[0]["claims"]] == [
+        "completed_status_written",
+        "finished_success",
+        "worker_raised",
+    ]
+    stats = reconciler.stats_snapshot()
+    assert stats.not_persisted == {"status_mismatch": 1, "not_found": 0, "invalid_id": 0}  # analyses, not claims
+    assert stats.checks[("finished_success", "status_mismatch")] == 1  # per-claim counts stay for diagnosis
     reconciler.stop()
 
 
@@ -306,4 +327,26 @@ def test_a_hung_server_costs_a_bounded_wait_and_keeps_the_claims(stalling_proxy)
     assert reconciler.pending_count() == 1
     assert reconciler.mongo.stats.up is False
     assert reconciler.mongo.stats.errors == {"find_statuses": 1}
+    reconciler.stop()
+
+
+def test_hostile_ids_cost_a_bounded_amount_in_findings_and_the_log(mongo, caplog):
+    """A claim line followed by a megabyte of non-space text: 200 of them stay small everywhere."""
+    from monitor.claims import ClaimExtractor
+    from monitor.config import ClaimRule
+    from monitor.scan import Event
+
+    url, name, _ = mongo
+    reconciler = make(url, name, Clock())
+    extractor = ClaimExtractor([ClaimRule(name="completed_status_written", rule="persisted", accept=["completed"])])
+    hostile = [
+        Event("persisted", "success", "", {"analysis_id": f"{n:03d}" + "A" * 1_048_576}, (), 0.0) for n in range(200)
+    ]
+    with caplog.at_level(logging.WARNING, logger="monitor.findings"):
+        reconciler.submit(extractor.claims(hostile, "app"))
+    served = json.dumps(reconciler.recent_findings())
+    assert len(reconciler.recent_findings()) == 200
+    assert len(served) < 200 * 1024
+    assert max(len(r.getMessage()) for r in caplog.records) < 1024
+    assert reconciler.stats_snapshot().not_persisted["invalid_id"] == 200
     reconciler.stop()

@@ -38,7 +38,7 @@ def test_lists_the_analyses_whose_status_was_not_persisted(tmp_path, mongo):
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert (report["claims"], report["confirmed"]) == (6, 2)
-    problems = {(f["analysis_id"], f["claim"], f["outcome"]) for f in report["not_persisted"]}
+    problems = {(f["analysis_id"], c["claim"], c["outcome"]) for f in report["not_persisted"] for c in f["claims"]}
     assert problems == {
         (lost, "completed_status_written", "status_mismatch"),
         (wrong, "failed_status_written", "status_mismatch"),
@@ -114,7 +114,9 @@ def test_every_path_the_server_takes_is_judged_by_what_its_code_does(tmp_path, m
     write_log(log, lines)
     result = run_monitor("verify", str(log), "--mongo-url", url, "--mongo-db", name, "--format", "json")
     assert result.returncode == 1, result.stderr
-    flagged = {(f["analysis_id"], f["claim"]) for f in json.loads(result.stdout)["not_persisted"]}
+    findings = json.loads(result.stdout)["not_persisted"]
+    assert len(findings) == 4  # one per analysis, each with every claim that failed
+    flagged = {(f["analysis_id"], c["claim"]) for f in findings for c in f["claims"]}
     assert flagged == {
         (lost_success, "completed_status_written"),
         (lost_success, "finished_success"),
