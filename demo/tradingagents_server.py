@@ -10,6 +10,7 @@ status write, which wrote it late, which are stuck.
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import random
@@ -32,6 +33,7 @@ FAULTS = {
     "unsuccessful_lost": 0.03,  # the same, and the failed status is lost
     "event_loop_error": 0.08,  # the original bug: the status write raises, nothing written
     "timeout": 0.07,  # the status write times out after 10 s, nothing written
+    "timeout_landed": 0.04,  # the wrapper times out, but the write lands a few seconds later
     "claimed_not_written": 0.08,  # the log says the status was written; it was not
     "late_write": 0.07,  # the write lands seconds after the log says so
     "stuck": 0.04,  # the worker never finishes: pending forever
@@ -56,7 +58,7 @@ class GroundTruth:
             self.faults[fault] += 1
             if fault in LOST:
                 self.lost_ids.add(analysis_id)
-            elif fault == "late_write":
+            elif fault in ("late_write", "timeout_landed"):
                 self.late_ids.add(analysis_id)
             elif fault == "stuck":
                 self.stuck_ids.add(analysis_id)
@@ -178,12 +180,17 @@ def analysis_worker(server: SimulatedServer, fault: str, symbol: str, market: st
         ("completed", {"result_data": {"decision": "BUY"}}) if success else ("failed", {"error_message": "无有效结果"})
     )
     log.info("✅ 分析完成状态已写入Redis: %s", analysis_id)
+    # The wrapper logs its failure and returns None; the worker logs the ✅ line all the same.
     if fault == "event_loop_error":
         log.error("MongoDB操作失败: %s", LOOP_ERROR)
         log.warning("⚠️ MongoDB更新返回None，可能更新失败")
-    elif fault == "timeout":
+        log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
+    elif fault in ("timeout", "timeout_landed"):
         log.error("MongoDB操作超时")
         log.warning("⚠️ MongoDB更新返回None，可能更新失败")
+        log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
+        if fault == "timeout_landed":
+            server.later(3.0, functools.partial(_set_status, analyses, analysis_id, final, **outcome))
     elif fault in ("claimed_not_written", "unsuccessful_lost"):
         log.info("✅ 分析完成状态已更新到数据库: %s", analysis_id)
     elif fault == "late_write":
