@@ -19,6 +19,7 @@ from monitor.scan import Matcher, compile_matcher
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from monitor.mongo import MongoGateway
     from monitor.reconcile import Reconciler
 
 log = logging.getLogger("monitor.sidecar")
@@ -61,13 +62,11 @@ def load_and_compile(path: Path) -> tuple[LoadedConfig, Matcher]:
     return loaded, compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
 
 
-def build_reconciler(
-    config: Config, mongo_url: str | None, mongo_db: str | None, registry: CollectorRegistry | None = None
-) -> Reconciler | None:
-    """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
+def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) -> MongoGateway | None:
+    """The gateway to the analyses' collection (URL from the flag, config, MONGODB_URL or
+    MONGODB_URL_FILE; database from the flag or config), or None when no URL is given anywhere."""
     # Imported here: pymongo costs ~8 MB of RSS, which a log-only sidecar does not pay.
     from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
-    from monitor.reconcile import Reconciler
 
     settings = config.mongodb
     if mongo_db:
@@ -76,19 +75,32 @@ def build_reconciler(
         url = resolve_url(settings, mongo_url)
     except MongoQueryError as exc:
         raise ConfigError(f"mongodb: {exc}; fix the path or the mounted secret") from None
-    if not config.reconcile.claims:
-        return None
     if not url:
+        return None
+    try:
+        return MongoGateway(settings, url)
+    except MongoQueryError as exc:
+        raise ConfigError(f"mongodb.url: {exc}") from None
+
+
+def build_reconciler(
+    config: Config, mongo_url: str | None, mongo_db: str | None, registry: CollectorRegistry | None = None
+) -> Reconciler | None:
+    """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
+    from monitor.reconcile import Reconciler
+
+    gateway = open_gateway(config, mongo_url, mongo_db)  # a broken URL or secret fails even without claims
+    if not config.reconcile.claims:
+        if gateway is not None:
+            gateway.close()
+        return None
+    if gateway is None:
         log.info(
             "no MongoDB URL (mongodb.url, MONGODB_URL, MONGODB_URL_FILE or --mongo-url): running log-only, "
             "claims in the log are not checked against the database"
         )
         return None
-    try:
-        gateway = MongoGateway(settings, url)
-    except MongoQueryError as exc:
-        raise ConfigError(f"mongodb.url: {exc}") from None
-    log.info("checking claims against %s, database %s", gateway.where, settings.database)
+    log.info("checking claims against %s, database %s", gateway.where, gateway.settings.database)
     claim_names = [claim.name for claim in config.reconcile.claims]
     return Reconciler(config.reconcile, gateway, claim_names, registry=registry, metric_prefix=config.metrics.prefix)
 

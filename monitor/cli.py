@@ -261,7 +261,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError, resolve_url
+    from monitor.assemble import open_gateway
+    from monitor.mongo import MongoQueryError, MongoUnavailableError
     from monitor.repair import PlanError, describe, read_plan
 
     try:
@@ -269,24 +270,21 @@ def cmd_repair(args: argparse.Namespace) -> int:
     except PlanError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    settings = load(args)[0].config.mongodb
-    settings = settings.model_copy(update={"database": args.mongo_db or plan.get("database") or settings.database})
-    if plan.get("database") and plan["database"] != settings.database:
+    config = load(args)[0].config
+    database = args.mongo_db or plan.get("database") or config.mongodb.database
+    if plan.get("database") and plan["database"] != database:
         print(
-            f"monitor: {args.plan} was made for database {plan['database']!r}, not {settings.database!r}; "
+            f"monitor: {args.plan} was made for database {plan['database']!r}, not {database!r}; "
             f"pass --mongo-db {plan['database']}",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    try:
-        url = resolve_url(settings, args.mongo_url)
-        if not url:
-            raise MongoQueryError(
-                "no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url"
-            )
-        gateway = MongoGateway(settings, url)
-    except MongoQueryError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
+    gateway = open_gateway(config, args.mongo_url, database)
+    if gateway is None:
+        print(
+            "monitor: no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     done = skipped = 0
     try:

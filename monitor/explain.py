@@ -31,14 +31,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import re2
 
+from monitor.assemble import open_gateway
 from monitor.claims import ClaimExtractor, bounded_id, implied_status, is_object_id
-from monitor.config import Config, ConfigError
+from monitor.config import Config
 from monitor.lines import Block, LineFramer
 from monitor.readfiles import LogReadError, read_chunks
 from monitor.scan import Matcher
 
 if TYPE_CHECKING:
-    from monitor.mongo import MongoGateway
+    pass
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 MAX_TEXT_CHARS = 2000  # a hostile line cannot flood the terminal
@@ -258,26 +259,6 @@ def _time_of(text: str, timestamp: re2._Regexp) -> str | None:
     if match is None:
         return None
     return match.group(1) if match.groups() else match.group(0)
-
-
-def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) -> MongoGateway | None:
-    """The gateway to the analyses' collection, or None when no URL is given anywhere."""
-    # Imported here: pymongo costs ~8 MB of RSS and a noticeable start-up.
-    from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
-
-    settings = config.mongodb
-    if mongo_db:
-        settings = settings.model_copy(update={"database": mongo_db})
-    try:
-        url = resolve_url(settings, mongo_url)
-    except MongoQueryError as exc:
-        raise ConfigError(f"mongodb: {exc}; fix the path or the mounted secret") from None
-    if not url:
-        return None
-    try:
-        return MongoGateway(settings, url)
-    except MongoQueryError as exc:
-        raise ConfigError(f"mongodb.url: {exc}") from None
 
 
 def explain(
