@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient
+from pymongo import MongoClient, uri_parser
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from monitor.config import MongoSettings
@@ -45,9 +46,47 @@ class MongoQueryError(Exception):
     """The server answered with an error: the query itself failed."""
 
 
-def redact(text: str) -> str:
-    """Hide the password of any MongoDB URI in `text`."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+def redact(text: str, url: str = "") -> str:
+    """Hide the password of any MongoDB URI in `text`, and every piece of `url` that is not a host,
+    a port or the database (user, password, option values: a driver's message may echo them)."""
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    for secret in _secret_pieces(url):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def describe_url(url: str) -> str:
+    """What may be shown of a MongoDB URL: scheme, hosts and database; never credentials or options.
+
+    A URL that does not parse is not shown at all: where its password ends cannot be known.
+
+    >>> describe_url("mongodb://u:s3cret@db1:27017,db2/tradingagents?tlsCertificateKeyFilePassword=pw&tls=true")
+    'mongodb://db1:27017,db2:27017/tradingagents'
+    >>> describe_url("mongodb://u:s3cret/TAILPW@host/x")
+    '(a MongoDB URL that does not parse; not shown)'
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("mongodb", "mongodb+srv"):
+        return "(not a mongodb:// or mongodb+srv:// URL; not shown)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Parsed as mongodb:// even for +srv: the hosts are what we want, without a DNS lookup.
+            parsed = uri_parser.parse_uri(f"mongodb://{rest}", validate=False, warn=True)
+    except Exception:  # any refusal of the parser: show nothing of it
+        return "(a MongoDB URL that does not parse; not shown)"
+    nodes = parsed["nodelist"]
+    hosts = nodes[0][0] if scheme == "mongodb+srv" and nodes else ",".join(f"{host}:{port}" for host, port in nodes)
+    return f"{scheme}://{hosts}/{parsed.get('database') or ''}"
+
+
+def _secret_pieces(url: str) -> list[str]:
+    """The pieces of `url` that are not in its safe description, longest first."""
+    if not url:
+        return []
+    shown = describe_url(url)
+    pieces = {p for p in re.split(r"[/@?&=:,;]", url.partition("://")[2]) if len(p) >= 3 and p not in shown}
+    return sorted(pieces, key=len, reverse=True)
 
 
 def resolve_url(settings: MongoSettings, flag: str | None = None, environ: dict[str, str] | None = None) -> str:
@@ -89,7 +128,8 @@ class MongoGateway:
         client_factory: Callable[..., MongoClient] = MongoClient,
     ) -> None:
         self.settings = settings
-        self.where = redact(url)
+        self.where = describe_url(url)
+        self._url = url
         self.stats = MongoStats()
         self._clock = clock
         try:
@@ -104,7 +144,7 @@ class MongoGateway:
                 tz_aware=False,  # the server writes naive UTC datetimes
             )
         except (PyMongoError, ValueError, TypeError) as exc:
-            raise MongoQueryError(f"invalid MongoDB URL {self.where}: {redact(str(exc))}") from None
+            raise MongoQueryError(f"invalid MongoDB URL {self.where}: {redact(str(exc), url)}") from None
         self._collection = self._client[settings.database][settings.collection]
 
     def close(self) -> None:
@@ -174,11 +214,11 @@ class MongoGateway:
             result = query()
         except (ConnectionFailure, ExecutionTimeout) as exc:
             self._failed(operation)
-            raise MongoUnavailableError(f"{operation} on {self.where}: {redact(str(exc))}") from None
+            raise MongoUnavailableError(f"{operation} on {self.where}: {redact(str(exc), self._url)}") from None
         except PyMongoError as exc:
             self._failed(operation)
             self.stats.up = True  # it answered, with an error
-            raise MongoQueryError(f"{operation} on {self.where}: {redact(str(exc))}") from None
+            raise MongoQueryError(f"{operation} on {self.where}: {redact(str(exc), self._url)}") from None
         self.stats.observe(operation, self._clock() - started)
         self.stats.up = True
         return result

@@ -1,7 +1,9 @@
+import re
+
 import pytest
 
 from monitor.config import MongoSettings
-from monitor.mongo import MongoGateway, MongoQueryError, redact, resolve_url
+from monitor.mongo import MongoGateway, MongoQueryError, describe_url, redact, resolve_url
 
 
 def test_redact_hides_passwords_only():
@@ -31,7 +33,32 @@ def test_invalid_url_never_shows_the_password():
     with pytest.raises(MongoQueryError) as info:
         MongoGateway(MongoSettings(), "mongodb://user:hunter2@host:notaport")
     assert "hunter2" not in str(info.value)
-    assert "user:***@" in str(info.value)
+    assert "(a MongoDB URL that does not parse; not shown)" in str(info.value)
+    assert "password must be escaped" in str(info.value)  # the driver's reason stays
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mongodb://127.0.0.1:1/x?tlsCertificateKeyFilePassword=s3cretPW&tls=true", "mongodb://127.0.0.1:1/x"),
+        (
+            "mongodb://u:s3cretPW@db1,db2:27018/tradingagents?authSource=admin",
+            "mongodb://db1:27017,db2:27018/tradingagents",
+        ),
+        (
+            "mongodb+srv://u:s3cretPW@cluster0.example.net/tradingagents",
+            "mongodb+srv://cluster0.example.net/tradingagents",
+        ),
+        ("mongodb://u:s3cret/TAILPW@host/x", "(a MongoDB URL that does not parse; not shown)"),
+        ("mongodb://u:s3cret@TAILPW@host/x", "(a MongoDB URL that does not parse; not shown)"),
+        ("http://u:s3cretPW@host/x", "(not a mongodb:// or mongodb+srv:// URL; not shown)"),
+    ],
+)
+def test_only_scheme_hosts_and_database_of_a_url_are_ever_shown(url, shown):
+    assert describe_url(url) == shown
+    secrets = ["s3cretPW"] if "s3cretPW" in url else ["s3cret", "TAILPW"]
+    message = f"connection to {url} failed: {url.partition('://')[2]} (" + " ".join(secrets) + ")"
+    assert not re.search("|".join(secrets), redact(message, url))
 
 
 def test_queries_project_status_fields_only(mongo):

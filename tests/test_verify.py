@@ -126,3 +126,18 @@ def test_every_path_the_server_takes_is_judged_by_what_its_code_does(tmp_path, m
         (lost_raised, "failed_status_written"),
         (wrong_way, "finished_failure"),
     }
+
+
+def test_no_secret_of_any_url_shape_reaches_the_output(tmp_path):
+    """A password in a query option, or with an unescaped / or @, is never printed."""
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [f"✅ 分析完成状态已更新到数据库: {ObjectId()}"])
+    for url in (
+        "mongodb://127.0.0.1:1/x?tlsCertificateKeyFilePassword=s3cretPW&serverSelectionTimeoutMS=300",
+        "mongodb://u:s3cret/TAILPW@127.0.0.1:1/x",
+        "mongodb://u:s3cret@TAILPW@127.0.0.1:1/x",
+    ):
+        result = run_monitor("verify", str(log), "--mongo-url", url, env={"MONGODB_URL": ""})
+        assert result.returncode == 2, (url, result.stderr)
+        output = result.stdout + result.stderr
+        assert "s3cret" not in output and "TAILPW" not in output, output
