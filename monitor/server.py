@@ -92,7 +92,12 @@ def _family(host: str) -> int:
 class _Handler(BaseHTTPRequestHandler):
     endpoints: Endpoints
     security: WebSecurity
-    server_version = "logmonitor"
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # No Server header (the standard library's names Python and its version): a scraper needs
+        # none, and it would only tell a stranger what to attack.
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

@@ -97,3 +97,26 @@ def test_a_failing_page_answers_500_and_the_server_lives_on(serve):
     base = serve(Endpoints(registry_with_counter(), json_pages={"/broken": broken}))
     assert get(base + "/broken")[0] == 500
     assert get(base + "/metrics")[0] == 200
+
+
+def test_no_response_tells_a_stranger_what_software_answers(serve):
+    import socket
+
+    base = serve(Endpoints(CollectorRegistry()))
+    port = int(base.rsplit(":", 1)[1])
+    answers = []
+    for request in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01junk\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(request)
+            connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        answers.append(answer.split(b"\r\n\r\n", 1)[0].decode("latin-1"))
+    assert [a.split("\r\n")[0] for a in answers[:2]] == ["HTTP/1.0 200 OK", "HTTP/1.0 501 Unsupported method ('BREW')"]
+    for head in answers:
+        assert "server:" not in head.lower() and "python" not in head.lower(), head
