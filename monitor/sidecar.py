@@ -30,6 +30,7 @@ from monitor.loop import FollowLoop
 from monitor.metrics import LogMetrics
 from monitor.pipeline import Pipeline
 from monitor.server import Endpoints, MetricsServer
+from monitor.watch import Waker
 from monitor.webconfig import WebSecurity, load_web_config
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class Sidecar:
             config.follow,
             config.state.checkpoint_interval_seconds,
             self.save,
+            waker=Waker(metric_prefix=config.metrics.self_prefix),
             clock=clock,
         )
+        self.registry.register(self.loop.waker)
         self.reconciler = build_reconciler(config, options.mongo_url, options.mongo_db, self.registry)
         self._extractor = ClaimExtractor(config.reconcile.claims)
         if self.reconciler is not None:

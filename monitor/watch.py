@@ -29,9 +29,10 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from inotify_simple import INotify, flags
+from prometheus_client.core import GaugeMetricFamily, Metric
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -43,7 +44,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger(__name__)
 
@@ -109,30 +110,63 @@ class Waker:
     (structure) and one watch on our own descriptor (writes).
     """
 
-    def __init__(self, inotify: Callable[[], INotify] = lambda: INotify(nonblocking=True)) -> None:
+    def __init__(
+        self,
+        inotify: Callable[[], INotify] = lambda: INotify(nonblocking=True),
+        observer: Callable[[], BaseObserver] = Observer,
+        metric_prefix: str = "logmonitor",
+    ) -> None:
         self.event = Signal()
         self.structure_changed = True
         self.writes_wake = False
-        self._observer = Observer()
-        self._observer.daemon = True
+        self._prefix = metric_prefix
         self._handler = _Wake(self)
         self._watches: dict[str, ObservedWatch | None] = {}
         self._write_watches: dict[str, int] = {}
         self._started = False
+        # A node running many watchers can run out of inotify instances (fs.inotify.max_user_instances):
+        # then the follow loop's periodic poll, the safety net it always has, is all there is.
         try:
-            self._writes: INotify | None = inotify()
+            self._observer: BaseObserver | None = observer()
+            self._observer.daemon = True
+        except OSError as exc:
+            self._observer = None
+            log.warning(
+                "cannot use inotify (%s): files are looked at every follow.poll_interval_seconds instead "
+                "(logmonitor_watch_mode shows which); raise fs.inotify.max_user_instances to get it back",
+                exc,
+            )
+        try:
+            self._writes: INotify | None = inotify() if self._observer is not None else None
         except OSError as exc:
             self._writes = None
             log.warning("cannot watch for writes (%s): a write after a quiet spell is seen at the next poll", exc)
 
+    @property
+    def mode(self) -> str:
+        """`inotify` (changes wake the loop) or `poll` (the loop looks every poll interval)."""
+        return "inotify" if self._observer is not None else "poll"
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            f"{self._prefix}_watch_mode",
+            "How the sidecar notices changes to its files: inotify, or polling (no inotify instance to be had).",
+            labels=["mode"],
+        )
+        for mode in ("inotify", "poll"):
+            family.add_metric([mode], float(mode == self.mode))
+        yield family
+
     def start(self) -> None:
-        self._observer.start()
-        self._started = True
+        if self._observer is not None:
+            self._observer.start()
+            self._started = True
 
     def stop(self) -> None:
-        self._observer.unschedule_all()  # also stops emitters scheduled before start()
+        if self._observer is not None:
+            self._observer.unschedule_all()  # also stops emitters scheduled before start()
         self._watches.clear()
-        if self._started:
+        if self._started and self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=2)
             self._started = False
@@ -196,6 +230,8 @@ class Waker:
                 self._writes.rm_watch(wd)
 
     def _schedule(self, directory: str) -> ObservedWatch | None:
+        if self._observer is None:
+            return None
         try:
             return self._observer.schedule(self._handler, directory, recursive=False, event_filter=STRUCTURE_EVENTS)
         except OSError as exc:
@@ -204,7 +240,7 @@ class Waker:
             return None
 
     def _unschedule(self, watch: ObservedWatch | None) -> None:
-        if watch is None:
+        if watch is None or self._observer is None:
             return
         with contextlib.suppress(KeyError, OSError):
             self._observer.unschedule(watch)
