@@ -85,6 +85,8 @@ class FollowLoop:
         with self.lock:
             for item in self.follower.poll(resolve=resolve):
                 self.pipeline.apply(item)
+                if self._stopping.is_set():
+                    break  # a long pass (a big backlog) must not hold up a shutdown: the rest waits
         if resolve:
             gap = 10 * self.follower.last_resolve_seconds
             timers.next_resolve = now + max(self.settings.poll_interval_seconds, gap)

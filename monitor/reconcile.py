@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT_SECONDS = 0.5
 PendingChange = tuple[Claim, float] | None  # (claim, seen_at) added, or None: settled
 OUTCOMES = ("confirmed", "status_mismatch", "not_found", "invalid_id", "error")
 
@@ -127,7 +128,9 @@ class Reconciler:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.mongo.settings.socket_timeout_ms / 1000 + 2)
+            # Not the socket timeout: a hung MongoDB must not hold up a shutdown. A query still
+            # running is abandoned (its claims stay pending in the checkpoint) and the client closed.
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
         self.mongo.close()
 
     def _loop(self) -> None:
@@ -169,6 +172,8 @@ class Reconciler:
             return False
         except MongoQueryError as exc:
             documents, error = None, str(exc)
+        if self._stop.is_set():
+            return False  # stopping: an answer cut short by the closing client decides nothing
         now = self._clock()
         with self._lock:
             for pending in batch:

@@ -695,3 +695,19 @@ def test_a_file_named_by_another_stream_is_never_taken_for_this_ones_checkpointe
     ]
     assert follower.stats["app"].lost_files == 0  # it was read to its end when saved
     follower.close()
+
+
+def test_a_pass_left_early_reads_on_from_the_last_chunk_handed_over(tmp_path):
+    """A shutdown in the middle of a long pass stops taking chunks: nothing skipped, nothing twice."""
+    log = tmp_path / "app.log"
+    write(log, 0, 20_000)
+    follower = follower_for(log, start_at="beginning", read_chunk_bytes=4096)
+    reader = Reader(follower)
+    framer = LineFramer()
+    first = next(item for item in follower.poll() if isinstance(item, Data))  # then the caller stops
+    reader.framers[first.file] = framer
+    reader.lines.extend(line for b in framer.feed(first.data) for line in b.tobytes().splitlines())
+    assert [p.offset for _, p in follower.positions()] == [4096]
+    reader.drain(2)
+    assert reader.numbers() == list(range(20_000))
+    follower.close()

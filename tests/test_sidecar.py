@@ -349,6 +349,32 @@ def test_mongo_down_at_start_then_up_keeps_claims_and_a_hung_server_blocks_nothi
         server.stop()
 
 
+def test_sigterm_while_mongodb_hangs_does_not_wait_for_its_timeouts(tmp_path, sidecars, fast_config):
+    """The reconcile thread sits in a query to a server that never answers (30 s timeouts): SIGTERM
+    must not wait for them (it took the socket timeout + 2 s), and the claims stay checkpointed."""
+    from tests.test_reconcile import StallingProxy
+
+    config = tmp_path / "hung.yaml"
+    text = fast_config.read_text(encoding="utf-8")
+    text = text.replace("server_selection_timeout_ms: 3000", "server_selection_timeout_ms: 30000")
+    config.write_text(text.replace("socket_timeout_ms: 5000", "socket_timeout_ms: 30000"), encoding="utf-8")
+    proxy = StallingProxy()
+    log = tmp_path / "app.log"
+    log.touch()
+    try:
+        sidecar = sidecars(tmp_path, "--log", str(log), "--mongo-url", proxy.url, config=config).start()
+        ids = [str(ObjectId()) for _ in range(3)]
+        append(log, "".join(log_line(f"✅ 分析完成状态已更新到数据库: {i}") + "\n" for i in ids))
+        wait_for(lambda: sidecar.value("tradingagents_analysis_checks_pending") == 3, what="3 claims pending")
+        sidecar.signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=10) == 0  # well before the 30 s the hung query could take
+    finally:
+        proxy.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db:
+        assert sorted(row[0] for row in db.execute("SELECT analysis_id FROM pending")) == sorted(ids)
+    assert "finding" not in sidecar.stderr()  # nothing decided from an answer cut short
+
+
 def test_without_a_mongo_url_it_runs_log_only_and_says_so(tmp_path, sidecars):
     log = tmp_path / "app.log"
     log.touch()

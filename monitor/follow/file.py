@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -91,9 +92,15 @@ class FollowedFile:
 
     # -- reading -----------------------------------------------------------------------
 
-    def read(self, size: int, settings: FollowSettings, now: float) -> list[bytes]:
-        """The bytes up to `size`, in chunks, at most `max_read_per_pass` of them."""
-        chunks, budget = [], settings.max_read_per_pass
+    def read(self, size: int, settings: FollowSettings, now: float) -> Iterator[bytes]:
+        """The bytes up to `size`, a chunk at a time, at most `max_read_per_pass` of them.
+
+        The offset moves as each chunk is handed over: a caller that stops taking them (a
+        shutdown in the middle of a long pass) leaves the rest to be read next time.
+        """
+        self.last_growth = now
+        self.idle_flushed = False
+        budget = settings.max_read_per_pass
         while self.offset < size and budget > 0:
             want = min(settings.read_chunk_bytes, size - self.offset, budget)
             data = os.pread(self.handle.fileno(), want, self.offset)
@@ -102,12 +109,9 @@ class FollowedFile:
             self.offset += len(data)
             budget -= len(data)
             self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
-            chunks.append(data)
+            yield data
         if self.identity.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
             self._head_holds()
-        self.last_growth = now
-        self.idle_flushed = False
-        return chunks
 
     def start_over(self, serial: int) -> None:
         """Truncated: read the same file (by its handle) again from 0, as a new serial."""
