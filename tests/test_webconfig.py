@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -15,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from monitor.config import ConfigError
 from monitor.server import Endpoints, MetricsServer
-from monitor.webconfig import load_web_config
+from monitor.webconfig import WebSecurity, load_web_config
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 
@@ -99,3 +101,87 @@ def test_plain_passwords_and_missing_certificates_are_refused(tmp_path):
     config.write_text("tls_config: {}\n")
     with pytest.raises(ConfigError, match="tls_config: Extra inputs are not permitted"):
         load_web_config(config)
+
+
+class CountingCheck:
+    """bcrypt.checkpw, counted, with the most checks seen running at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return bcrypt.checkpw(password, hashed)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth_tells_no_user_names_and_bounds_what_wrong_passwords_cost():
+    check = CountingCheck()
+    security = WebSecurity(users={"prometheus": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))}, checkpw=check)
+    assert security.authorized(basic("nobody", "s3cret")) is False
+    assert check.calls == 1  # an unknown user costs a hash check too: no telling them apart by time
+    assert security.authorized(basic("prometheus", "wrong")) is False
+    assert security.authorized(basic("prometheus", "wrong")) is False  # a scraper retrying its wrong password
+    assert check.calls == 2
+    assert security.authorized(basic("prometheus", "s3cret")) is True
+    assert security.authorized(basic("prometheus", "s3cret")) is True
+    assert check.calls == 3
+
+    def attacker(n: int) -> None:
+        for i in range(5):
+            assert security.authorized(basic("prometheus", f"guess-{n}-{i}")) is False
+
+    threads = [threading.Thread(target=attacker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (check.calls, check.most) == (43, 1)  # every guess hashed, never two at once: one core at most
+
+
+@pytest.mark.parametrize(
+    ("tls", "said"),
+    [
+        ("client_ca_file: server.crt", "client_ca_file is set but no client certificate is asked for"),
+        ("client_auth_type: RequireAndVerifyClientCert", "RequireAndVerifyClientCert needs client_ca_file"),
+        ("client_auth_type: RequestClientCert\n  client_ca_file: server.crt", "RequestClientCert (a client"),
+        ("client_auth_type: Sometimes", "unknown value 'Sometimes'; one of NoClientCert"),
+    ],
+)
+def test_client_auth_type_has_the_exporter_toolkit_meaning(tls_dir, tls, said):
+    config = tls_dir / "web.yml"
+    config.write_text(f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  {tls}\n")
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_web_config(config)
+
+
+def test_required_client_certificates_are_enforced(tls_dir):
+    config = tls_dir / "web.yml"
+    config.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_ca_file: server.crt\n  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    server = serve(load_web_config(config))
+    try:
+        base = f"https://127.0.0.1:{server.port}/metrics"
+        anonymous = ssl.create_default_context(cafile=str(tls_dir / "server.crt"))
+        with pytest.raises(OSError):
+            urllib.request.urlopen(base, timeout=5, context=anonymous)
+        with_certificate = ssl.create_default_context(cafile=str(tls_dir / "server.crt"))
+        with_certificate.load_cert_chain(tls_dir / "server.crt", tls_dir / "server.key")
+        assert get(base, with_certificate) == 200
+    finally:
+        server.close()
