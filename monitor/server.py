@@ -99,6 +99,7 @@ class _WaitingRoom:
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._waiting: dict[socket.socket, tuple[Any, float]] = {}  # oldest first
+        self._serving: set[socket.socket] = set()  # connections a worker is serving now
         self._wake, self._waker = socket.socketpair()
         self._wake.setblocking(False)
         self._selector.register(self._wake, selectors.EVENT_READ)
@@ -125,6 +126,10 @@ class _WaitingRoom:
                 self._drop(request)
         self._waker.send(b"x")
         self._thread.join(timeout=2)
+        with self._lock:  # a client half-way through its request must not hold up a shutdown
+            for request in self._serving:
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
         self._pool.shutdown(wait=True, cancel_futures=True)
         for end in (self._wake, self._waker):
             end.close()
@@ -151,9 +156,17 @@ class _WaitingRoom:
             self._expire(time.monotonic())
 
     def _serve(self, request: socket.socket, address: Any) -> None:
+        with self._lock:
+            if self._closed:
+                request.close()
+                self._slots.release()
+                return
+            self._serving.add(request)
         try:
             self._server.serve_connection(request, address)
         finally:
+            with self._lock:
+                self._serving.discard(request)
             self._slots.release()
 
     def _expire(self, now: float) -> None:

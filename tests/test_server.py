@@ -156,3 +156,22 @@ def test_a_storm_of_scrapes_is_answered_and_idle_connections_cost_no_thread():
                 connection.close()
     finally:
         server.close()
+
+
+def test_closing_does_not_wait_for_a_client_half_way_through_its_request():
+    """SIGTERM must not wait the 30 s a slow client is allowed: its connection is cut."""
+    import socket
+    import threading
+
+    server = MetricsServer("127.0.0.1", 0, Endpoints(CollectorRegistry()), idle_timeout_seconds=30.0).start()
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line that ends it
+    assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200  # a worker holds the slow one by now
+    closing = threading.Thread(target=server.close)
+    closing.start()
+    closing.join(timeout=10)
+    try:
+        assert not closing.is_alive()
+    finally:
+        slow.close()
+        closing.join()
