@@ -65,8 +65,7 @@ def load_and_compile(path: Path) -> tuple[LoadedConfig, Matcher]:
 def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) -> MongoGateway | None:
     """The gateway to the analyses' collection (URL from the flag, config, MONGODB_URL or
     MONGODB_URL_FILE; database from the flag or config), or None when no URL is given anywhere."""
-    # Imported here: pymongo costs ~8 MB of RSS, which a log-only sidecar does not pay.
-    from monitor.mongo import MongoGateway, MongoQueryError, resolve_url
+    from monitor.mongo_url import MongoQueryError, resolve_url
 
     settings = config.mongodb
     if mongo_db:
@@ -77,6 +76,9 @@ def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) ->
         raise ConfigError(f"mongodb: {exc}; fix the path or the mounted secret") from None
     if not url:
         return None
+    # Imported only now: pymongo costs ~8 MB of RSS, which a log-only sidecar does not pay.
+    from monitor.mongo import MongoGateway
+
     try:
         return MongoGateway(settings, url)
     except MongoQueryError as exc:
@@ -87,8 +89,6 @@ def build_reconciler(
     config: Config, mongo_url: str | None, mongo_db: str | None, registry: CollectorRegistry | None = None
 ) -> Reconciler | None:
     """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
-    from monitor.reconcile import Reconciler
-
     gateway = open_gateway(config, mongo_url, mongo_db)  # a broken URL or secret fails even without claims
     if not config.reconcile.claims:
         if gateway is not None:
@@ -100,6 +100,8 @@ def build_reconciler(
             "claims in the log are not checked against the database"
         )
         return None
+    from monitor.reconcile import Reconciler  # with the driver: only when there is a database to ask
+
     log.info("checking claims against %s, database %s", gateway.where, gateway.settings.database)
     claim_names = [claim.name for claim in config.reconcile.claims]
     return Reconciler(config.reconcile, gateway, claim_names, registry=registry, metric_prefix=config.metrics.prefix)

@@ -15,14 +15,12 @@ The URI's password never appears in a log line, a metric or an error.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -30,7 +28,28 @@ from pymongo import MongoClient, uri_parser
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from monitor.config import MongoSettings
+from monitor.mongo_url import MongoQueryError, resolve_url
+
+__all__ = [
+    "MongoGateway",
+    "MongoQueryError",
+    "MongoStats",
+    "MongoUnavailableError",
+    "describe_url",
+    "redact",
+    "resolve_url",
+]
 from monitor.histogram import QUERY_BUCKETS, Histogram
+
+__all__ = [
+    "MongoGateway",
+    "MongoQueryError",
+    "MongoStats",
+    "MongoUnavailableError",
+    "describe_url",
+    "redact",
+    "resolve_url",  # resolved in monitor.mongo_url, without the driver
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +59,6 @@ _CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<user>[^:@/]*):(?
 
 class MongoUnavailableError(Exception):
     """The server could not be reached (or timed out): try again later, keep the claims."""
-
-
-class MongoQueryError(Exception):
-    """The server answered with an error: the query itself failed."""
 
 
 def redact(text: str, url: str = "") -> str:
@@ -87,22 +102,6 @@ def _secret_pieces(url: str) -> list[str]:
     shown = describe_url(url)
     pieces = {p for p in re.split(r"[/@?&=:,;]", url.partition("://")[2]) if len(p) >= 3 and p not in shown}
     return sorted(pieces, key=len, reverse=True)
-
-
-def resolve_url(settings: MongoSettings, flag: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """The URI to use: --mongo-url, else the config's url, else $MONGODB_URL, else a file
-    (config url_file or $MONGODB_URL_FILE, as Docker and Kubernetes mount secrets). "" means log-only."""
-    environ = dict(os.environ) if environ is None else environ
-    for candidate in (flag, settings.url, environ.get("MONGODB_URL")):
-        if candidate:
-            return candidate.strip()
-    path = settings.url_file or environ.get("MONGODB_URL_FILE", "")
-    if path:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MongoQueryError(f"cannot read the MongoDB URL file {path}: {exc.strerror or exc}") from None
-    return ""
 
 
 @dataclass

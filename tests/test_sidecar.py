@@ -9,6 +9,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -21,9 +22,6 @@ LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE), reason="logrotate not installed")
 TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
 RULE = "mongodb_operation_timeout"
-
-
-
 
 
 def test_counts_new_lines_and_serves_health(tmp_path, sidecars):
@@ -472,3 +470,20 @@ def test_a_checkpoint_of_the_wrong_shape_is_reported_and_counting_works(tmp_path
     append(log, TIMEOUT, 2)
     wait_for(lambda: sidecar.events(RULE) == 2, what="counting on the served metrics")
     assert sidecar.value("logmonitor_rotations_total", stream="app") == 0
+
+
+def test_a_log_only_sidecar_never_loads_the_mongodb_driver(tmp_path):
+    """pymongo costs ~7 MB of RSS; without a MongoDB URL it is not imported at all."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from monitor.sidecar import RunOptions, Sidecar\n"
+        f"sidecar = Sidecar(RunOptions(Path({str(REPO / 'config.yaml')!r}), ({str(tmp_path / 'app.log')!r},),"
+        f" '127.0.0.1:0', {str(tmp_path / 'state')!r}))\n"
+        "print(sidecar.reconciler, 'pymongo' in sys.modules, 'bson' in sys.modules)\n"
+    )
+    env = {**os.environ, "MONGODB_URL": "", "MONGODB_URL_FILE": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["None", "False", "False"], result.stderr
