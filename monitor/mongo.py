@@ -28,18 +28,8 @@ from pymongo import MongoClient, uri_parser
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from monitor.config import MongoSettings
-from monitor.mongo_url import MongoQueryError, resolve_url
-
-__all__ = [
-    "MongoGateway",
-    "MongoQueryError",
-    "MongoStats",
-    "MongoUnavailableError",
-    "describe_url",
-    "redact",
-    "resolve_url",
-]
 from monitor.histogram import QUERY_BUCKETS, Histogram
+from monitor.mongo_url import MongoQueryError, resolve_url
 
 __all__ = [
     "MongoGateway",
