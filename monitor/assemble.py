@@ -57,9 +57,15 @@ def _stream_name(path: str, index: int) -> str:
     return cleaned if cleaned and not cleaned[0].isdigit() else f"log{index + 1}"
 
 
-def load_and_compile(path: Path) -> tuple[LoadedConfig, Matcher]:
+def load_and_compile(path: Path, state_dir: str | Path | None = None) -> tuple[LoadedConfig, Matcher]:
+    """The config and its matcher for `monitor run`: events only for the rules claims read, the
+    compiled rules cached in the state directory (a restart loads them instead of compiling)."""
     loaded = load_config(path)
-    return loaded, compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+    config = loaded.config
+    claim_rules = {claim.rule for claim in config.reconcile.claims}
+    cache = Path(state_dir or config.state.directory) / "cache"
+    matcher = compile_matcher(config.rules, config.timestamp, loaded.where, event_rules=claim_rules, cache_dir=cache)
+    return loaded, matcher
 
 
 def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) -> MongoGateway | None:

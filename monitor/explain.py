@@ -194,7 +194,7 @@ def collect(config: Config, matcher: Matcher, analysis_id: str, files: Sequence[
         try:
             for number, raw in _lines_containing(path, analysis_id.encode("utf-8"), config):
                 text = raw.decode("utf-8", errors="replace")
-                events = matcher.scan(raw + b"\n")
+                events = matcher.scan(raw + b"\n").events
                 named = NamedLine(
                     file=str(path),
                     line=number,

@@ -27,7 +27,7 @@ from prometheus_client.samples import Sample
 
 from monitor.config import Config
 from monitor.lines import FramerStats
-from monitor.scan import OTHER, Event
+from monitor.scan import OTHER, Event, Tally
 
 LabelPairs = tuple[tuple[str, str], ...]
 
@@ -48,7 +48,7 @@ class LogMetrics:
 
     registry = CollectorRegistry()
     metrics = LogMetrics(config, registry=registry)
-    metrics.observe_events(scanner.feed(chunk))
+    metrics.observe(scanner.feed(chunk))
     registry.get_sample_value("tradingagents_log_events_total", {"rule": "x", "severity": "error"})
     """
 
@@ -88,19 +88,41 @@ class LogMetrics:
 
     # -- updates ---------------------------------------------------------------
 
+    def observe(self, tally: Tally) -> None:
+        """Count what a scan found: its plain counts and its events."""
+        if tally.counts:
+            with self._lock:
+                for rule, lines in tally.counts.items():
+                    key = (rule, ())
+                    self._events[key] = self._events.get(key, 0.0) + lines
+                    when = tally.times.get(rule, 0.0)
+                    if when > self._last_time.get(rule, 0.0):
+                        self._last_time[rule] = when
+        if tally.events:
+            self.observe_events(tally.events)
+
     def observe_events(self, events: Iterable[Event]) -> None:
         """Count events; a rule unknown to this config (after a reload) is counted too."""
         with self._lock:
             for event in events:
-                labels = self._bounded(event.rule, event.labels) if event.labels else ()
-                key = (event.rule, labels)
-                if key not in self._events and len(self._events) >= self._max_series:
-                    key = (event.rule, tuple((name, OTHER) for name, _ in labels))
-                    self._add(("label_overflows", (("rule", event.rule),)), 1)
-                self._events[key] = self._events.get(key, 0.0) + 1
-                self._severity.setdefault(event.rule, event.severity)
-                if event.time > self._last_time.get(event.rule, 0.0):
-                    self._last_time[event.rule] = event.time
+                self._observe(event, 1)
+
+    def observe_repeated(self, event: Event, times: int) -> None:
+        """Count `times` events with the labels of `event`, as if each had been observed in turn
+        (a value admitted by the first is admitted for all; an overflow counts each)."""
+        with self._lock:
+            self._observe(event, times)
+
+    def _observe(self, event: Event, times: int) -> None:
+        labels = self._bounded(event.rule, event.labels, times) if event.labels else ()
+        key = (event.rule, labels)
+        if key not in self._events and len(self._events) >= self._max_series:
+            key = (event.rule, tuple((name, OTHER) for name, _ in labels))
+            self._add(("label_overflows", (("rule", event.rule),)), times)
+        self._events[key] = self._events.get(key, 0.0) + times
+        self._severity.setdefault(event.rule, event.severity)
+        if event.time > self._last_time.get(event.rule, 0.0):
+            self._last_time[event.rule] = event.time
 
     def observe_stream(self, stream: str, stats: FramerStats) -> None:
         """Add everything a framer read (a one-shot scan of one file)."""
@@ -114,7 +136,7 @@ class LogMetrics:
                 if delta:
                     self._add((name, labels), delta)
 
-    def _bounded(self, rule: str, labels: LabelPairs) -> LabelPairs:
+    def _bounded(self, rule: str, labels: LabelPairs, times: int = 1) -> LabelPairs:
         """Admit a capped label's value while the rule has room for it; else count it as "other"."""
         caps = self._caps.get(rule)
         if not caps:
@@ -126,7 +148,7 @@ class LogMetrics:
                 admitted = self._admitted[(rule, name)]
                 if value not in admitted:
                     if len(admitted) >= cap:
-                        self._add(("label_overflows", (("rule", rule),)), 1)
+                        self._add(("label_overflows", (("rule", rule),)), times)
                         value = OTHER
                     else:
                         admitted.add(value)

@@ -36,14 +36,15 @@ class Pipeline:
             scanner = self._scanners[item.file] = Scanner(self.matcher, self.max_line_bytes)
         stats = scanner.framer.stats
         lines, size, oversized = stats.lines, stats.bytes, stats.oversized_lines
-        events = scanner.feed(item.data) if isinstance(item, Data) else scanner.flush()
+        tally = scanner.feed(item.data) if isinstance(item, Data) else scanner.flush()
         self.metrics.observe_read(
             item.stream, stats.lines - lines, stats.bytes - size, stats.oversized_lines - oversized
         )
-        if events:
-            self.metrics.observe_events(events)
-            for sink in self.sinks:
-                sink(item.stream, events)
+        if tally:
+            self.metrics.observe(tally)
+            if tally.events:
+                for sink in self.sinks:
+                    sink(item.stream, tally.events)
         if isinstance(item, End):
             del self._scanners[item.file]
 

@@ -110,10 +110,10 @@ def _what_the_logs_say(config: Config, matcher: Matcher, files: list[Path], ids:
         scanner = Scanner(matcher, config.scan.max_line_bytes)
         try:
             for chunk in read_chunks(path, config.scan.read_chunk_bytes):
-                _take(scanner.feed(chunk), extractor, ids, said)
+                _take(scanner.feed(chunk).events, extractor, ids, said)
         except LogReadError:
             pass  # verify has reported it already
-        _take(scanner.flush(), extractor, ids, said)
+        _take(scanner.flush().events, extractor, ids, said)
     return said
 
 

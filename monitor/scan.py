@@ -1,27 +1,36 @@
-"""Scan: every rule at once over blocks of complete lines, events out.
+"""Scan: every rule at once over blocks of complete lines; counts and events out.
 
 Matching is two-stage. Hyperscan runs all rules together over a whole block
-in one pass (hundreds of MB/s to GB/s, linear time whatever the pattern), and
-reports where matches end. Only the lines it points at are decoded and
-confirmed with RE2, which also extracts the named captures. RE2 is the
-authority: Hyperscan is a prefilter, so a cross-line or byte-level candidate
-that RE2 rejects is dropped. Both engines guarantee linear time, so a user
-pattern like `(a+)+$` cannot stall the sidecar.
+in one pass (GB/s, linear time whatever the pattern), and reports the lines
+where a rule matches. What happens to a reported line depends on who reads it:
 
-Each rule is compiled twice into the Hyperscan database, once in UTF-8 mode
-(so `.` and classes see characters, as RE2 does) and once byte-wise (so `.`
-also crosses invalid UTF-8 bytes, which RE2 sees as U+FFFD): the union of
-both is the candidate set.
+- A rule whose lines nobody reads one by one (no labels, no claim) and whose
+  Hyperscan match is provably RE2's (`patterns.counts_exactly`: literals,
+  `\\S+`, `.*` and the like) is counted straight from Hyperscan's report: no
+  decoding, no RE2, no object per line. Its newest time is read from the last
+  line it matched in the block, once per block.
+- Any other rule's lines are confirmed by RE2, the authority: Hyperscan is then
+  a prefilter, and a cross-line or byte-level candidate RE2 rejects is dropped.
+  Only a rule someone reads line by line (`event_rules`: labels, claims) gets
+  its captures, timestamp and an `Event` per line.
+
+Both engines guarantee linear time, so a user pattern like `(a+)+$` cannot
+stall the sidecar. Rules RE2 confirms are compiled twice into the Hyperscan
+database, once in UTF-8 mode (so `.` and classes see characters, as RE2 does)
+and once byte-wise (so `.` also crosses invalid UTF-8 bytes, which RE2 sees as
+U+FFFD): the union of both is the candidate set. Rules counted from the report
+are compiled byte-wise only, which is what makes them exact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import hyperscan
@@ -29,9 +38,11 @@ import re2
 
 from monitor.config import ConfigError, Rule, TimestampFormat
 from monitor.lines import Block, LineFramer
+from monitor.patterns import compile_re2, counts_exactly, hyperscan_expression, pattern_problem, re2_reason
 
 OTHER = "other"  # label value for a capture outside the rule's listed values
 MAX_LABEL_VALUE = 100  # characters of a capped label's value
+EVERY_RULE = None  # event_rules value: every rule's lines become events (verify, explain, tests)
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,32 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Tally:
+    """What a scan found: events of the rules read line by line, counts and newest times of the others.
+
+    Built by one scan and handed on; nobody keeps a reference to the dicts.
+    """
+
+    events: list[Event] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # rule -> lines matched (rules without events)
+    times: dict[str, float] = field(default_factory=dict)  # rule -> time of its last such line
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.counts)
+
+    def rules(self) -> set[str]:
+        """Every rule that matched some line."""
+        return {event.rule for event in self.events} | set(self.counts)
+
+
+@dataclass(frozen=True)
 class _Compiled:
     rule: Rule
     regex: re2._Regexp
     regex_bytes: re2._Regexp
     label_values: tuple[tuple[str, frozenset[str] | None], ...]  # None: capped, open-ended
+    events: bool  # someone reads this rule's lines one by one: captures, time, an Event each
+    counted: bool  # counted from Hyperscan's report alone, without RE2
 
     def labels(self, captures: dict[str, str]) -> tuple[tuple[str, str], ...]:
         # Listed values are checked here; a capped label passes its (shortened) value on and
@@ -69,10 +101,13 @@ class _Compiled:
 class Matcher:
     """All rules compiled into one Hyperscan database plus one RE2 regex each.
 
+    `event_rules` names the rules whose lines become `Event`s (EVERY_RULE: all of them); the
+    others are only counted. A rule with labels always gets events: its labels come from them.
+
     >>> from monitor.config import Rule
     >>> rule = Rule(name="timeout", severity="error", pattern="MongoDB操作超时", examples=["MongoDB操作超时"])
-    >>> [e.rule for e in Matcher([rule]).scan("x | MongoDB操作超时\\n".encode())]
-    ['timeout']
+    >>> Matcher([rule], event_rules=()).scan("x | MongoDB操作超时\\n".encode()).counts
+    {'timeout': 1}
     """
 
     _UTF8 = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP | hyperscan.HS_FLAG_MULTILINE
@@ -83,9 +118,14 @@ class Matcher:
         rules: Sequence[Rule],
         timestamp: TimestampFormat | None = None,
         clock: Callable[[], float] = time.time,
+        event_rules: Collection[str] | None = EVERY_RULE,
+        cache_dir: Path | None = None,
     ) -> None:
-        self._rules = [_compile_rule(i, rule) for i, rule in enumerate(rules)]
-        self._database = _build_database(rules, self._UTF8, self._BYTES)
+        self._rules = [_compile_rule(rule, event_rules) for rule in rules]
+        expressions = _expressions(self._rules)
+        self._expression_rule = [index for _, _, index in expressions]
+        self._counted_expression = [self._rules[index].counted for _, _, index in expressions]
+        self._database = _load_or_build(expressions, cache_dir)
         self._clock = clock
         self._timestamps = _TimestampReader(timestamp or TimestampFormat())
 
@@ -93,32 +133,56 @@ class Matcher:
     def rules(self) -> list[Rule]:
         return [compiled.rule for compiled in self._rules]
 
-    def scan(self, block: Block | bytes) -> list[Event]:
-        """Events of a block of complete LF-terminated lines, in line order."""
+    def scan(self, block: Block | bytes, tally: Tally | None = None) -> Tally:
+        """Add what a block of complete LF-terminated lines holds to `tally` (a new one by default)."""
+        tally = Tally() if tally is None else tally
         buf, start, stop = block if isinstance(block, Block) else (block, 0, len(block))
         hits: list[tuple[int, int]] = []
+        on_match = hits.append
 
-        def on_match(rule_id: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
-            hits.append((end, rule_id))
+        def on_hit(expression: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+            on_match((end, expression))
 
         view = memoryview(buf)[start:stop] if start or stop != len(buf) else buf
-        self._database.scan(view, match_event_handler=on_match)
+        self._database.scan(view, match_event_handler=on_hit)
         if not hits:
-            return []
-        # Group rules per line. Most hits end right at their line's end (see _to_line_end), where
-        # find() returns at once; a pattern with its own `$` can hit several times in one line.
-        rule_count = len(self._rules)
-        candidates: dict[int, set[int]] = {}
-        for end, rule_id in hits:
-            line_end = buf.find(b"\n", start + end - 1, stop)
-            candidates.setdefault(stop if line_end < 0 else line_end, set()).add(rule_id % rule_count)
-        events: list[Event] = []
+            return tally
+        counted_lines: dict[int, int] = {}  # rule -> number of lines, rule -> end of its last line
+        last_end: dict[int, int] = {}
+        candidates: dict[int, set[int]] = {}  # line end -> rules RE2 must confirm there
+        rule_of, counted = self._expression_rule, self._counted_expression
+        for end, expression in hits:
+            rule = rule_of[expression]
+            if counted[expression]:
+                # Extended to the line's end and compiled once: one hit per matching line, at its "\n".
+                counted_lines[rule] = counted_lines.get(rule, 0) + 1
+                last_end[rule] = max(last_end.get(rule, 0), start + end)
+            else:
+                # Most hits end right at their line's end, where find() returns at once; a pattern
+                # with its own `$` can hit several times in one line.
+                line_end = buf.find(b"\n", start + end - 1, stop)
+                candidates.setdefault(stop if line_end < 0 else line_end, set()).add(rule)
         for line_end in sorted(candidates):
             line_start = buf.rfind(b"\n", start, line_end) + 1 or start
-            self._confirm(buf[line_start:line_end], sorted(candidates[line_end]), events)
-        return events
+            rules = sorted(candidates[line_end])
+            self._confirm(buf[line_start:line_end], line_end, rules, counted_lines, last_end, tally)
+        for rule, lines in counted_lines.items():
+            name = self._rules[rule].rule.name
+            tally.counts[name] = tally.counts.get(name, 0) + lines
+            line_end = last_end[rule]
+            line = buf[buf.rfind(b"\n", start, line_end) + 1 or start : line_end]
+            tally.times[name] = self._timestamps.read(line) or self._clock()
+        return tally
 
-    def _confirm(self, raw: bytes, rule_ids: list[int], events: list[Event]) -> None:
+    def _confirm(
+        self,
+        raw: bytes,
+        line_end: int,
+        rules: list[int],
+        counted_lines: dict[int, int],
+        last_end: dict[int, int],
+        tally: Tally,
+    ) -> None:
         try:
             line = raw.decode("utf-8")
             subject: bytes | str = raw  # RE2 is several times faster on bytes than on str
@@ -126,15 +190,19 @@ class Matcher:
             # Invalid bytes become U+FFFD, which `.` and classes match like any character.
             subject = line = raw.decode("utf-8", errors="replace")
         when: float | None = None
-        for rule_id in rule_ids:
-            compiled = self._rules[rule_id]
+        for rule in rules:
+            compiled = self._rules[rule]
             match = (compiled.regex_bytes if subject is raw else compiled.regex).search(subject)
             if match is None:
+                continue
+            if not compiled.events:
+                counted_lines[rule] = counted_lines.get(rule, 0) + 1
+                last_end[rule] = max(last_end.get(rule, 0), line_end)
                 continue
             if when is None:
                 when = self._timestamps.read(raw) or self._clock()
             captures = {_text(k): _text(v) for k, v in match.groupdict().items() if v is not None}
-            events.append(
+            tally.events.append(
                 Event(
                     rule=compiled.rule.name,
                     severity=compiled.rule.severity.value,
@@ -147,17 +215,23 @@ class Matcher:
 
 
 class Scanner:
-    """A framer and a matcher together: byte chunks of one stream in, events out."""
+    """A framer and a matcher together: byte chunks of one stream in, tallies out."""
 
     def __init__(self, matcher: Matcher, max_line_bytes: int = 1 << 20) -> None:
         self.matcher = matcher
         self.framer = LineFramer(max_line_bytes)
 
-    def feed(self, data: bytes) -> list[Event]:
-        return [event for block in self.framer.feed(data) for event in self.matcher.scan(block)]
+    def feed(self, data: bytes) -> Tally:
+        tally = Tally()
+        for block in self.framer.feed(data):
+            self.matcher.scan(block, tally)
+        return tally
 
-    def flush(self) -> list[Event]:
-        return [event for block in self.framer.flush() for event in self.matcher.scan(block)]
+    def flush(self) -> Tally:
+        tally = Tally()
+        for block in self.framer.flush():
+            self.matcher.scan(block, tally)
+        return tally
 
 
 def check_examples(matcher: Matcher, where: Callable[..., str]) -> None:
@@ -165,8 +239,7 @@ def check_examples(matcher: Matcher, where: Callable[..., str]) -> None:
     problems = []
     for index, rule in enumerate(matcher.rules):
         for example_index, example in enumerate(rule.examples):
-            hits = {event.rule for event in matcher.scan(example.encode("utf-8") + b"\n")}
-            if rule.name not in hits:
+            if rule.name not in matcher.scan(example.encode("utf-8") + b"\n").rules():
                 problems.append(
                     f"{where('rules', index, 'examples', example_index)}: rule {rule.name!r} does not match "
                     "its own example line; fix the pattern or the example"
@@ -180,6 +253,8 @@ def compile_matcher(
     timestamp: TimestampFormat,
     where: Callable[..., str],
     clock: Callable[[], float] = time.time,
+    event_rules: Collection[str] | None = EVERY_RULE,
+    cache_dir: Path | None = None,
 ) -> Matcher:
     """Compile and self-test the rules; every problem becomes one ConfigError naming the field."""
     problems = []
@@ -188,13 +263,13 @@ def compile_matcher(
         if problem:
             problems.append(f"{where('rules', index, 'pattern')}: {problem}")
     try:
-        _compile_re2(timestamp.regex, quiet=True)
+        compile_re2(timestamp.regex, quiet=True)
     except re2.error as exc:
-        problems.append(f"{where('timestamp', 'regex')}: does not compile: {_re2_reason(exc)}")
+        problems.append(f"{where('timestamp', 'regex')}: does not compile: {re2_reason(exc)}")
     if problems:
         raise ConfigError("\n".join(problems))
     try:
-        matcher = Matcher(rules, timestamp, clock)
+        matcher = Matcher(rules, timestamp, clock, event_rules, cache_dir)
     except hyperscan.error:
         problems = [
             f"{where('rules', index, 'pattern')}: {problem}"
@@ -206,86 +281,84 @@ def compile_matcher(
     return matcher
 
 
-def pattern_problem(pattern: str) -> str | None:
-    """Why a rule pattern cannot be used, phrased for the user; None when it is fine."""
-    try:
-        regex = _compile_re2(pattern, quiet=True)
-    except re2.error as exc:
-        return (
-            f"does not compile: {_re2_reason(exc)}. Patterns use RE2 syntax (no backreferences or "
-            "look-around), which guarantees linear-time matching"
-        )
-    if regex.search("") is not None:
-        return "matches the empty string, so it would match every line; make it require some text"
-    return None
-
-
 def _hyperscan_problem(pattern: str) -> str | None:
     """Only asked when the whole database failed to compile: which rule is the culprit?"""
     for flags in (Matcher._UTF8, Matcher._BYTES):
         try:
-            _build_database([pattern], flags)
+            _build_database([(hyperscan_expression(pattern, flags == Matcher._UTF8), flags, 0)])
         except hyperscan.error as exc:
             return f"cannot be compiled for multi-pattern matching: {exc}; simplify the pattern"
     return None
 
 
-def _compile_rule(index: int, rule: Rule) -> _Compiled:
+def _compile_rule(rule: Rule, event_rules: Collection[str] | None) -> _Compiled:
     labels = tuple(
         (name, None if isinstance(values, int) else frozenset(values)) for name, values in rule.labels.items()
     )
-    return _Compiled(rule, _compile_re2(rule.pattern), _compile_re2(rule.pattern.encode()), labels)
+    events = event_rules is EVERY_RULE or rule.name in event_rules or bool(labels)
+    counted = not events and counts_exactly(rule.pattern)
+    return _Compiled(rule, compile_re2(rule.pattern), compile_re2(rule.pattern.encode()), labels, events, counted)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
-def _build_database(patterns: Iterable[Rule | str], *flag_sets: int) -> hyperscan.Database:
-    texts = [p.pattern if isinstance(p, Rule) else p for p in patterns]
-    expressions = [_to_line_end(t) for t in texts] * len(flag_sets)
-    flags = [f for f in flag_sets for _ in texts]
+def _expressions(rules: Sequence[_Compiled]) -> list[tuple[bytes, int, int]]:
+    """(expression, flags, rule index) for the database: byte-wise only for counted rules."""
+    out = []
+    for flags in (Matcher._UTF8, Matcher._BYTES):
+        for index, compiled in enumerate(rules):
+            if flags == Matcher._BYTES or not compiled.counted:
+                out.append((hyperscan_expression(compiled.rule.pattern, flags == Matcher._UTF8), flags, index))
+    return out
+
+
+def _build_database(expressions: Sequence[tuple[bytes, int, int]]) -> hyperscan.Database:
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags)
+    database.compile(
+        expressions=[e for e, _, _ in expressions],
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=[f for _, f, _ in expressions],
+    )
     return database
 
 
-def _to_line_end(pattern: str) -> bytes:
-    """The pattern extended to the end of its line, for Hyperscan.
+def _load_or_build(expressions: Sequence[tuple[bytes, int, int]], cache_dir: Path | None) -> hyperscan.Database:
+    """The compiled database, from `cache_dir` when it holds one for exactly these expressions.
 
-    Hyperscan reports every offset where a match ends, so `id: \\S+` at a line's end
-    would call back once per character. Extended to the line's end, a matching line is
-    reported once per rule. A pattern with its own `$` already ends there (and Hyperscan
-    refuses a second, embedded end anchor), so it is left as it is.
+    Compiling takes ~0.1-0.2 s of every start; loading a serialized database, ~1 ms. The key
+    covers the expressions, their flags and order, and the Hyperscan version; anything the
+    cache cannot give back (missing, truncated, another platform) is compiled and written anew.
     """
-    if "$" in pattern.replace("\\$", ""):
-        return pattern.encode()
-    return f"(?:{pattern})[^\\n]*$".encode()
-
-
-@contextmanager
-def _quiet_stderr():
-    """RE2's C++ core logs parse errors straight to fd 2; we report them ourselves."""
-    saved = os.dup(2)
+    if cache_dir is None:
+        return _build_database(expressions)
+    key = hashlib.sha256(repr((hyperscan.__version__, os.uname().machine, list(expressions))).encode()).hexdigest()
+    path = cache_dir / f"rules-{key[:32]}.hsdb"
     try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _compile_re2(pattern: str, quiet: bool = False) -> re2._Regexp:
-    if not quiet:
-        return re2.compile(pattern)
-    with _quiet_stderr():
-        return re2.compile(pattern)
-
-
-def _re2_reason(exc: re2.error) -> str:
-    reason = exc.args[0] if exc.args else str(exc)
-    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        stored = path.read_bytes()
+        # Hyperscan does not check what it deserializes: a digest guards against a torn or foreign
+        # file, and a scan of one line against a database this machine cannot run.
+        if hashlib.sha256(stored[32:]).digest() == stored[:32]:
+            database = hyperscan.loadb(stored[32:], mode=hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)  # compile() allocates one; loadb() does not
+            database.scan(b"\n")
+            return database
+    except (OSError, hyperscan.error, TypeError, ValueError):
+        pass
+    database = _build_database(expressions)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob("rules-*.hsdb"):
+            stale.unlink(missing_ok=True)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        serialized = hyperscan.dumpb(database)
+        temporary.write_bytes(hashlib.sha256(serialized).digest() + serialized)
+        temporary.replace(path)
+    except OSError:
+        pass  # a cache we cannot write costs a compile per start, nothing else
+    return database
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -304,7 +377,7 @@ class _TimestampReader:
     """Reads a matched line's own time; caches the last second since lines come in order."""
 
     def __init__(self, fmt: TimestampFormat) -> None:
-        self._regex = _compile_re2(fmt.regex.encode())
+        self._regex = compile_re2(fmt.regex.encode())
         self._format = fmt.format
         # strptime costs ~10 us a line; ISO-like formats (logging's default among them) parse in C.
         self._iso = fmt.format in _ISO_FORMATS

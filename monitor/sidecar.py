@@ -52,7 +52,7 @@ class Sidecar:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
-        self.loaded, matcher = load_and_compile(options.config_path)
+        self.loaded, matcher = load_and_compile(options.config_path, options.state_dir)
         config = self.loaded.config
         self.streams = streams_of(config, options.logs)
         if not self.streams:
@@ -248,7 +248,7 @@ class Sidecar:
     def reload(self) -> bool:
         """Re-read the config (SIGHUP): new rules apply to new lines; offsets and counts are kept."""
         try:
-            loaded, matcher = load_and_compile(self.options.config_path)
+            loaded, matcher = load_and_compile(self.options.config_path, self.options.state_dir)
         except ConfigError as exc:
             log.error("config reload failed; the running config stays in force:\n%s", exc)
             self.metrics.count("config_reloads", (("result", "failure"),))

@@ -44,12 +44,12 @@ def verify(
         scanner = Scanner(matcher, config.scan.max_line_bytes)
         try:
             for chunk in read_chunks(path, config.scan.read_chunk_bytes):
-                found = extractor.claims(scanner.feed(chunk), str(path))
+                found = extractor.claims(scanner.feed(chunk).events, str(path))
                 claims += len(found)
                 reconciler.submit(found)
         except LogReadError as exc:
             errors.append(str(exc))
-        found = extractor.claims(scanner.flush(), str(path))
+        found = extractor.claims(scanner.flush().events, str(path))
         claims += len(found)
         reconciler.submit(found)
     logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once

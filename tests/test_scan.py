@@ -40,8 +40,8 @@ def scan_all(data: bytes, chunk: int | None = None, rules=RULES, max_line_bytes:
     step = chunk or max(len(data), 1)
     events = []
     for i in range(0, len(data), step):
-        events += scanner.feed(data[i : i + step])
-    return events + scanner.flush(), scanner
+        events += scanner.feed(data[i : i + step]).events
+    return events + scanner.flush().events, scanner
 
 
 def names(events) -> list[str]:
@@ -113,8 +113,8 @@ def test_nul_bytes_do_not_end_a_line():
 
 def test_last_line_without_newline_is_counted_at_flush():
     scanner = Scanner(Matcher(RULES))
-    assert scanner.feed("ok\nMongoDB操作超时".encode()) == []
-    assert names(scanner.flush()) == ["timeout"]
+    assert scanner.feed("ok\nMongoDB操作超时".encode()).events == []
+    assert names(scanner.flush().events) == ["timeout"]
 
 
 def test_oversized_line_is_counted_and_its_head_still_matched():
@@ -166,15 +166,15 @@ def test_catastrophic_pattern_runs_in_linear_time_on_a_1mib_line():
 
 def test_line_timestamp_is_the_event_time_in_the_configured_zone():
     matcher = Matcher(RULES, TimestampFormat(timezone="Asia/Shanghai"), clock=lambda: 42.0)
-    (event,) = matcher.scan(log_line("MongoDB操作超时").encode() + b"\n")
+    (event,) = matcher.scan(log_line("MongoDB操作超时").encode() + b"\n").events
     assert event.time == 1761114002.123  # 2025-10-22 14:20:02.123 +08:00
-    (event,) = matcher.scan("no timestamp MongoDB操作超时\n".encode())
+    (event,) = matcher.scan("no timestamp MongoDB操作超时\n".encode()).events
     assert event.time == 42.0
 
 
 def test_strptime_format_for_non_iso_timestamps():
     fmt = TimestampFormat(regex=r"^\[(\d\d/\w+/\d{4}:\d\d:\d\d:\d\d)\]", format="%d/%b/%Y:%H:%M:%S", timezone="UTC")
-    (event,) = Matcher(RULES, fmt).scan("[22/Oct/2025:06:20:02] MongoDB操作超时\n".encode())
+    (event,) = Matcher(RULES, fmt).scan("[22/Oct/2025:06:20:02] MongoDB操作超时\n".encode()).events
     assert event.time == 1761114002.0
 
 
@@ -220,14 +220,14 @@ def test_timestamps_across_a_dst_change_match_zoneinfo():
         "2025-10-22 14:20:02,123",
     ]
     for stamp in stamps:
-        (event,) = matcher.scan(f"{stamp} | x | MongoDB操作超时\n".encode())
+        (event,) = matcher.scan(f"{stamp} | x | MongoDB操作超时\n".encode()).events
         expected = datetime.fromisoformat(stamp).replace(tzinfo=ZoneInfo(zone)).timestamp()
         assert event.time == pytest.approx(expected, abs=1e-6), stamp
 
 
 def test_a_line_without_the_default_timestamp_gets_the_clock():
     matcher = Matcher(RULES, clock=lambda: 7.0)
-    assert [e.time for e in matcher.scan("2025-10-22T14:20 MongoDB操作超时\nxx MongoDB操作超时\n".encode())] == [
+    assert [e.time for e in matcher.scan("2025-10-22T14:20 MongoDB操作超时\nxx MongoDB操作超时\n".encode()).events] == [
         7.0,
         7.0,
     ]
@@ -266,9 +266,9 @@ def test_planted_keywords_are_counted_exactly_whatever_the_bytes_and_boundaries(
     events = []
     previous = 0
     for cut in sorted({c for c in cuts if c < len(data)}):
-        events += scanner.feed(data[previous:cut])
+        events += scanner.feed(data[previous:cut]).events
         previous = cut
-    events += scanner.feed(data[previous:]) + scanner.flush()
+    events += scanner.feed(data[previous:]).events + scanner.flush().events
     assert len(events) == planted
     assert scanner.framer.stats.lines == counted_lines
     assert scanner.framer.stats.bytes == len(data)
@@ -288,7 +288,7 @@ def test_a_traceback_repeating_the_loop_error_is_one_event():
         "    raise ValueError('The future belongs to a different loop than the one specified as the loop argument')",
         "ValueError: The future belongs to a different loop than the one specified as the loop argument",
     ]
-    events = matcher.scan(("\n".join([record, *traceback]) + "\n").encode())
+    events = matcher.scan(("\n".join([record, *traceback]) + "\n").encode()).events
     assert sorted(e.rule for e in events) == ["event_loop_regression", "mongodb_operation_failed"]
 
 
@@ -309,7 +309,61 @@ def test_docker_json_file_and_cri_lines_give_the_same_events_ids_and_times():
     )  # as Docker writes it
     cri = "2025-10-22T06:20:02.123456789Z stdout F " + record
     for line in (record, docker, cri):
-        (event,) = matcher.scan(line.encode() + b"\n")
+        (event,) = matcher.scan(line.encode() + b"\n").events
         assert event.rule == "analysis_completed_status_persisted"
         assert event.captures == {"analysis_id": "68f8741c3512a67997df93d2"}, line
         assert event.time == 1761114002.123, line
+
+
+# --- rules nobody reads line by line: counted, newest time, no events -----------------------------
+
+
+def test_counted_rules_give_counts_and_the_time_of_their_last_line():
+    matcher = Matcher(RULES, TimestampFormat(timezone="UTC"), clock=lambda: 9.0, event_rules=())
+    head = log_line("")[23:]
+    block = "".join(
+        f"{stamp}{head}{message}\n"
+        for message, stamp in [
+            ("MongoDB操作超时", "2025-10-22 14:20:02,100"),
+            ("MongoDB操作失败: x", "2025-10-22 14:20:02,200"),
+            ("MongoDB操作超时", "2025-10-22 14:20:02,300"),
+            ("分析 a1 完成，成功: True", "2025-10-22 14:20:02,400"),
+            ("noise", "2025-10-22 14:20:02,500"),
+        ]
+    ).encode()
+    tally = matcher.scan(block)
+    assert tally.counts == {"timeout": 2, "failed": 1}
+    assert tally.times == {"timeout": 1761142802.3, "failed": 1761142802.2}
+    assert [(e.rule, e.labels) for e in tally.events] == [("finished", (("success", "True"),))]  # labels: events
+    assert matcher.scan(b"MongoDB\xe6\x93\x8d\xe4\xbd\x9c\xe8\xb6\x85\xe6\x97\xb6 no time\n").times == {"timeout": 9.0}
+
+
+def test_counted_and_event_scans_agree_at_any_read_boundary():
+    data = "".join(log_line(m) + "\n" for m in ["MongoDB操作超时", "x", "MongoDB操作失败: e", "MongoDB操作超时"] * 50)
+    data = data.encode()
+    counted = Scanner(Matcher(RULES, event_rules=()))
+    totals: dict[str, int] = {}
+    for i in range(0, len(data), 97):
+        for name, lines in counted.feed(data[i : i + 97]).counts.items():
+            totals[name] = totals.get(name, 0) + lines
+    events, _ = scan_all(data, chunk=97)
+    assert totals == {"timeout": 100, "failed": 50} == {n: names(events).count(n) for n in set(names(events))}
+
+
+def test_compiled_rules_are_cached_by_content(tmp_path, monkeypatch):
+    import monitor.scan as scan_module
+
+    builds = []
+    real_build = scan_module._build_database
+    monkeypatch.setattr(scan_module, "_build_database", lambda e: builds.append(1) or real_build(e))
+    line = log_line("MongoDB操作超时").encode() + b"\n"
+    assert Matcher(RULES, event_rules=(), cache_dir=tmp_path).scan(line).counts == {"timeout": 1}
+    (cached,) = tmp_path.glob("rules-*.hsdb")
+    assert Matcher(RULES, event_rules=(), cache_dir=tmp_path).scan(line).counts == {"timeout": 1}
+    assert len(builds) == 1  # the second start loaded what the first compiled
+    cached.write_bytes(b"not a database")
+    assert Matcher(RULES, event_rules=(), cache_dir=tmp_path).scan(line).counts == {"timeout": 1}
+    assert len(builds) == 2 and cached.read_bytes() != b"not a database"  # rebuilt and rewritten
+    Matcher(RULES[:2], event_rules=(), cache_dir=tmp_path)  # other rules: another key; the old file goes
+    assert len(builds) == 3 and [p.name for p in tmp_path.glob("rules-*.hsdb")] != [cached.name]
+    assert len(list(tmp_path.glob("rules-*.hsdb"))) == 1
