@@ -75,14 +75,17 @@ def die_with_parent() -> None:
 # The writer (a separate process, so its CPU time counts against no one)
 
 
-def noise_pool(seed: int) -> list[str]:
+def noise_pool(seed: int, progress_share: float = 0.0) -> list[str]:
     """Single-line records in the server's format, after the timestamp: noise plus ~1.3% lines that
-    match other rules (as in the real log), none matching the measured rule."""
+    match other rules (as in the real log), none matching the measured rule. With `progress_share`,
+    that share of the lines are the worker's progress lines (`分析 <id> 进度: ...`, rule
+    analysis_progress), as in a server whose analyses report every step."""
     kinds = [k for k in st.all_kinds() if RULE not in k.rules]
+    progress = next(k for k in kinds if k.name == "progress")
     rng = random.Random(seed)
     pool: list[str] = []
     while len(pool) < POOL_SIZE:
-        kind = rng.choices(kinds, [k.weight for k in kinds])[0]
+        kind = progress if rng.random() < progress_share else rng.choices(kinds, [k.weight for k in kinds])[0]
         text = kind.head + kind.make(rng) + "\n"
         if "\n" not in text[:-1] and len(text.encode()) + 23 <= MAX_NOISE_LINE_BYTES:
             pool.append(text)
@@ -108,7 +111,7 @@ def writer_main(argv: list[str]) -> int:
     line on stdin, writes, prints a JSON summary (lines, bytes, keyword flush times)."""
     die_with_parent()
     path, rate, seconds, interval, seed = argv[0], float(argv[1]), float(argv[2]), float(argv[3]), int(argv[4])
-    pool, asctime = noise_pool(seed), Asctime()
+    pool, asctime = noise_pool(seed, float(argv[5])), Asctime()
     total = int(rate * seconds)
     print("ready", flush=True)
     sys.stdin.readline()
@@ -173,8 +176,10 @@ class Written:
 class Writer:
     """One writing phase in a child process; `go()` starts it, `wait()` returns what it wrote."""
 
-    def __init__(self, children: Children, log: Path, rate: float, seconds: float, interval: float, seed: int):
-        command = [sys.executable, __file__, "_writer", str(log), str(rate), str(seconds), str(interval), str(seed)]
+    def __init__(self, children: Children, log: Path, rate: float, seconds: float, interval: float, seed: int,
+                 progress_share: float):  # fmt: skip
+        command = [sys.executable, __file__, "_writer", str(log), str(rate), str(seconds), str(interval), str(seed),
+                   str(progress_share)]  # fmt: skip
         self._proc = children.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdin and self._proc.stdout
         if self._proc.stdout.readline().strip() != "ready":
@@ -473,7 +478,7 @@ def run_rate(args: argparse.Namespace, children: Children, log: Path, tools: lis
     phases = {tool.name: ToolPhase() for tool in tools}
 
     # Latency phase: scraped at high frequency.
-    writer = Writer(children, log, rate, args.seconds, args.keyword_interval, seed)
+    writer = Writer(children, log, rate, args.seconds, args.keyword_interval, seed, args.progress_share)
     first_ordinal = expected.keywords + 1
     scrapers = [Scraper(tool) for tool in tools]
     cpu_before = {tool.name: tool.cpu_seconds() for tool in tools}
@@ -499,7 +504,7 @@ def run_rate(args: argparse.Namespace, children: Children, log: Path, tools: lis
         phases[name].mismatches += [f"after latency phase: {p}" for p in problems]
 
     # Cost phase: no scraping while writing; one verification at the end.
-    writer = Writer(children, log, rate, args.seconds, args.keyword_interval, seed + 1)
+    writer = Writer(children, log, rate, args.seconds, args.keyword_interval, seed + 1, args.progress_share)
     cpu_before = {tool.name: tool.cpu_seconds() for tool in tools}
     started = time.monotonic()
     writer.go()
@@ -614,6 +619,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10, help="length of each phase (default 10)")
     parser.add_argument("--rates", default="1000,5500,10000", help="lines/s, comma-separated (default 1000,5500,10000)")
+    parser.add_argument("--progress-share", type=float, default=1 / 3,
+                        help="share of progress lines, as in the real server (default 1/3; 0: noise only)")  # fmt: skip
     parser.add_argument("--keyword-interval", type=float, default=0.2, help="seconds between keyword lines (0.2)")
     parser.add_argument("--sidecar-poll-ms", type=float, default=5, help="sidecar scrape interval (default 5)")
     parser.add_argument("--mtail-poll-ms", type=float, default=1, help="mtail scrape interval (default 1)")
@@ -634,6 +641,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rates: numbers separated by commas")
     if not args.rates or min(args.rates) <= 0 or args.seconds <= 0 or args.keyword_interval <= 0:
         parser.error("rates, --seconds and --keyword-interval must be positive")
+    if not 0 <= args.progress_share < 1:
+        parser.error("--progress-share: a share from 0 up to (not including) 1")
     if args.profile_sidecar:
         args.profile_sidecar = args.profile_sidecar.resolve()
     return args
@@ -679,7 +688,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, children: Children) -> i
     program = "the measured rule only" if args.mtail_keyword_only else "every rule of the config"
     print(f"log {log} ({'tmpfs' if _is_tmpfs(work) else 'disk'}); sidecar scraped every {args.sidecar_poll_ms:g} ms, "
           f"mtail every {args.mtail_poll_ms:g} ms (mtail: default --poll_interval 250ms, program with {program}); "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+          f"{os.cpu_count()} CPUs; {args.progress_share:.0%} of the lines are progress lines")  # fmt: skip
     results = []
     for index, rate in enumerate(args.rates):
         print(f"\nrate {rate:,.0f} lines/s")

@@ -10,7 +10,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, Rule, load_config, parse_listen
 from monitor.lines import FramerStats
 from monitor.metrics import LogMetrics
-from monitor.readfiles import LogReadError, read_chunks
+from monitor.oneshot import default_jobs, scan_file
 from monitor.report import RuleCount, ScanSummary, print_rules, print_scan
-from monitor.scan import Matcher, Scanner, compile_matcher
+from monitor.scan import EVERY_RULE, Matcher, compile_matcher
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 FAIL_LEVELS = {"error": {"error"}, "warning": {"error", "warning"}}
@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--metrics-out", metavar="FILE", help="write Prometheus text for node_exporter's textfile collector"
     )
+    scan.add_argument(
+        "--jobs",
+        "-j",
+        type=_positive_int,
+        metavar="N",
+        help="processes for one large plain file, cut at line ends (default: the CPUs this process may use)",
+    )
     scan.set_defaults(command=cmd_scan)
 
     run = commands.add_parser("run", help="follow the logs, export metrics, checkpoint state (the sidecar)")
@@ -144,14 +151,24 @@ def _mongo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mongo-db", metavar="NAME", help="database name (default: mongodb.database)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def _config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG})")
 
 
-def load(args: argparse.Namespace) -> tuple[LoadedConfig, Matcher]:
+def load(args: argparse.Namespace, event_rules: Collection[str] | None = EVERY_RULE) -> tuple[LoadedConfig, Matcher]:
     """Load and compile the config named on the command line; ConfigError on any problem."""
     loaded = load_config(getattr(args, "file", None) or args.config or DEFAULT_CONFIG)
-    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where, event_rules=event_rules)
     return loaded, matcher
 
 
@@ -164,7 +181,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    loaded, matcher = load(args)
+    loaded, matcher = load(args, event_rules=())  # counts only: events just for labelled rules
     config = loaded.config
     registry = CollectorRegistry()
     metrics = LogMetrics(config, registry)
@@ -172,18 +189,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     paths = [Path(f) for f in args.files]
     errors: list[str] = []
     read = FramerStats()
+    jobs = args.jobs or default_jobs()
     with _Progress(paths) as advance:
         for path in paths:
-            scanner = Scanner(matcher, config.scan.max_line_bytes)
-            try:
-                for chunk in read_chunks(path, config.scan.read_chunk_bytes, advance(path)):
-                    metrics.observe_events(scanner.feed(chunk))
-            except LogReadError as exc:
-                errors.append(str(exc))
-            metrics.observe_events(scanner.flush())
-            metrics.observe_stream(SCAN_STREAM, scanner.framer.stats)
-            for name in ("lines", "bytes", "oversized_lines"):
-                setattr(read, name, getattr(read, name) + getattr(scanner.framer.stats, name))
+            max_line, chunk = config.scan.max_line_bytes, config.scan.read_chunk_bytes
+            for result in scan_file(path, matcher, max_line, chunk, jobs, advance(path)):
+                result.observe_into(metrics, SCAN_STREAM)
+                errors += [result.error] if result.error else []
+                for name in ("lines", "bytes", "oversized_lines"):
+                    setattr(read, name, getattr(read, name) + getattr(result.stats, name))
     summary = _summary(metrics, config.rules, paths, errors, read)
     if args.metrics_out:
         from prometheus_client import write_to_textfile

@@ -59,6 +59,27 @@ def test_scan_json_counts_plain_and_gzip_files(tmp_path):
     assert (report["lines"], report["bytes"], report["oversized_lines"]) == (194, 35122, 0)
 
 
+def test_scan_of_a_large_file_on_two_processes_counts_what_one_does(tmp_path):
+    # 33 MiB of the sample log repeated: above the size where `scan` cuts a file at line ends.
+    sample = (GOLDEN / "tradingagents.log").read_bytes()
+    copies = (33 << 20) // len(sample) + 1
+    big = tmp_path / "big.log"
+    with open(big, "wb") as out:
+        for _ in range(copies):
+            out.write(sample)
+    reports = []
+    for jobs in ("1", "2"):
+        result = run_monitor("scan", str(big), "--format", "json", "--jobs", jobs, env=ENV)
+        assert result.returncode == 0, result.stderr
+        reports.append(json.loads(result.stdout))
+    assert reports[0] == reports[1]
+    counts = {row["rule"]: row["count"] for row in reports[1]["rules"]}
+    assert counts["analysis_completed_status_persisted"] == 10 * copies
+    assert reports[1]["lines"] == 97 * copies
+    result = run_monitor("scan", SAMPLE, "--jobs", "0")
+    assert result.returncode == 2 and "--jobs/-j: '0' is not a whole number of 1 or more" in result.stderr
+
+
 def test_fail_on_error_exits_1_only_when_an_error_rule_matched(tmp_path):
     assert run_monitor("scan", SAMPLE, "--fail-on", "error").returncode == 1
     calm = tmp_path / "calm.log"
