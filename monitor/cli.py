@@ -2,12 +2,15 @@
 
 Exit status: 0 success; 1 the check found something (`scan --fail-on`,
 `verify` with unpersisted statuses, `explain` of an analysis not persisted); 2 bad configuration, usage or input.
+
+FILE arguments may be glob patterns no shell expanded (`monitor.readfiles.expand_paths`).
+`--log-level` and `--log-format` (before or after the command's name) set the sidecar's own
+log and how commands report errors on stderr (`monitor.logs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from collections.abc import Collection, Sequence
@@ -15,57 +18,43 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from monitor import __version__
 from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, Rule, load_config, parse_listen
 from monitor.lines import FramerStats
+from monitor.logs import FORMATS, LEVELS, EscapingFormatter, say, setup
 from monitor.metrics import LogMetrics
 from monitor.oneshot import default_jobs, scan_file
-from monitor.report import RuleCount, ScanSummary, print_rules, print_scan
+from monitor.readfiles import expand_paths
+from monitor.report import RuleCount, ScanSummary, print_rules, print_scan, write_textfile
 from monitor.scan import EVERY_RULE, Matcher, compile_matcher
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 FAIL_LEVELS = {"error": {"error"}, "warning": {"error", "warning"}}
 PROGRESS_MIN_BYTES = 8 << 20
 SCAN_STREAM = "scan"
+__all__ = ["EscapingFormatter", "main"]  # the formatter lives in monitor.logs; kept importable from here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    setup(args.log_level, args.log_format)
     try:
         return args.command(args)
     except ConfigError as exc:
-        print(f"monitor: invalid configuration:\n{exc}", file=sys.stderr)
+        say(f"invalid configuration:\n{exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
 
 
-# Control characters (from file names or log lines) must not forge or garble lines of our own log.
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-# No line of our own log is longer than this, whatever a log line or a database answer held.
-MAX_LOG_LINE_CHARS = 16_384
-
-
-class EscapingFormatter(logging.Formatter):
-    """Escapes control characters in messages and bounds their length; tracebacks keep their newlines.
-
-    >>> record = logging.LogRecord("m", logging.INFO, "", 0, "x" * 20_000, None, None)
-    >>> len(EscapingFormatter("%(message)s").format(record)) < MAX_LOG_LINE_CHARS + 40
-    True
-    """
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
-        text = super().formatMessage(record)
-        if len(text) > MAX_LOG_LINE_CHARS:
-            text = f"{text[:MAX_LOG_LINE_CHARS]}… (cut: {len(text)} characters)"
-        return text.translate(_ESCAPES)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monitor", description="Log-monitoring sidecar for TradingAgents servers.")
+    # No abbreviations at the top: `run --log X` must not be taken for --log-level or --log-format.
+    parser = argparse.ArgumentParser(
+        prog="monitor", description="Log-monitoring sidecar for TradingAgents servers.", allow_abbrev=False
+    )
+    parser.add_argument("--version", action="version", version=f"monitor (tradingagents-logmonitor) {__version__}")
+    _log_flags(parser, default_level="info", default_format="text")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
@@ -73,11 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", nargs="?", help=f"config file (default: --config, else ./{DEFAULT_CONFIG})")
     _config_flag(check)
+    _log_flags(check)
     check.set_defaults(command=cmd_check_config)
 
     scan = commands.add_parser("scan", help="count rule matches in existing log files (plain or .gz)")
     scan.add_argument("files", nargs="+", metavar="FILE")
     _config_flag(scan)
+    _log_flags(scan)
     scan.add_argument("--format", choices=["table", "json"], default="table")
     scan.add_argument(
         "--fail-on", choices=sorted(FAIL_LEVELS), help="exit 1 if any rule of this severity (or worse) matched"
@@ -96,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="follow the logs, export metrics, checkpoint state (the sidecar)")
     _config_flag(run)
+    _log_flags(run)
     run.add_argument(
         "--log",
         action="append",
@@ -116,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("files", nargs="+", metavar="FILE")
     _config_flag(verify)
+    _log_flags(verify)
     _mongo_flags(verify)
     verify.add_argument("--format", choices=["table", "json"], default="table")
     verify.add_argument(
@@ -128,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("plan", metavar="PLAN.json", help="written by `monitor verify --repair-plan`")
     _config_flag(repair)
+    _log_flags(repair)
     _mongo_flags(repair)
     repair.add_argument("--apply", action="store_true", help="change the documents (without it nothing changes)")
     repair.set_defaults(command=cmd_repair)
@@ -138,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("id", metavar="ID", help="the analysis id as the log shows it")
     explain.add_argument("files", nargs="+", metavar="FILE")
     _config_flag(explain)
+    _log_flags(explain)
     _mongo_flags(explain)
     explain.add_argument("--format", choices=["table", "json"], default="table")
     explain.set_defaults(command=cmd_explain)
@@ -165,6 +160,25 @@ def _config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG})")
 
 
+def _log_flags(
+    parser: argparse.ArgumentParser, default_level: str | None = None, default_format: str | None = None
+) -> None:
+    """--log-level/--log-format: on the main parser with their defaults, and on each command
+    without any (argparse.SUPPRESS), so either place works and a command's flag wins."""
+    parser.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        default=default_level or argparse.SUPPRESS,
+        help="the sidecar's own log: the least severe level shown (default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=list(FORMATS),
+        default=default_format or argparse.SUPPRESS,
+        help="text, or json: one JSON object per line (time, level, logger, message, fields) (default: text)",
+    )
+
+
 def load(args: argparse.Namespace, event_rules: Collection[str] | None = EVERY_RULE) -> tuple[LoadedConfig, Matcher]:
     """Load and compile the config named on the command line; ConfigError on any problem."""
     loaded = load_config(getattr(args, "file", None) or args.config or DEFAULT_CONFIG)
@@ -186,8 +200,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     metrics = LogMetrics(config, registry)
     metrics.declare_stream(SCAN_STREAM)
-    paths = [Path(f) for f in args.files]
-    errors: list[str] = []
+    paths, errors = expand_paths(args.files)  # a pattern matching nothing is an error, like a missing file
     read = FramerStats()
     jobs = args.jobs or default_jobs()
     with _Progress(paths) as advance:
@@ -200,15 +213,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
                     setattr(read, name, getattr(read, name) + getattr(result.stats, name))
     summary = _summary(metrics, config.rules, paths, errors, read)
     if args.metrics_out:
-        from prometheus_client import write_to_textfile
-
-        write_to_textfile(args.metrics_out, registry)
+        try:
+            write_textfile(Path(args.metrics_out), summary, _event_counts(metrics), config.metrics.prefix)
+        except OSError as exc:
+            say(f"--metrics-out {args.metrics_out}: cannot write it: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
     if args.format == "json":
         print(summary.to_json())
     else:
         print_scan(summary)
     for error in errors:
-        print(f"monitor: {error}", file=sys.stderr)
+        say(error)
     if errors:
         return EXIT_BAD_INPUT
     failing = FAIL_LEVELS.get(args.fail_on or "", set())
@@ -233,13 +248,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             parse_listen(args.listen)
         except ValueError as exc:
-            print(f"monitor: --listen: {exc}", file=sys.stderr)
+            say(f"--listen: {exc}")
             return EXIT_BAD_INPUT
     sidecar = Sidecar(options)
     try:
         sidecar.start()
     except StartError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
+        say(str(exc))
         sidecar.shutdown()
         return EXIT_BAD_INPUT
     signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
@@ -250,11 +265,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from monitor.mongo_url import MongoQueryError, resolve_url
     from monitor.sidecar import build_reconciler
-    from monitor.verify import verify
+    from monitor.verify import NO_URL, verify
 
     loaded, matcher = load(args)
     config = loaded.config
+    if not config.reconcile.claims:
+        raise ConfigError("reconcile.claims: no claims configured, nothing to verify")
+    try:
+        has_url = bool(resolve_url(config.mongodb, args.mongo_url))
+    except MongoQueryError:
+        has_url = True  # an unreadable URL file: build_reconciler says which and why
+    if not has_url:  # said before anything else: verify has nothing to check without a database
+        say(f"verify: {NO_URL}")
+        return EXIT_BAD_INPUT
     # One-shot: check every claim now, no grace, no re-checks; keep every finding for the report.
     reconcile = config.reconcile.model_copy(
         update={
@@ -266,9 +291,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"reconcile": reconcile})
     reconciler = build_reconciler(config, args.mongo_url, args.mongo_db)
+    files, missing = expand_paths(args.files)
     try:
         plan = Path(args.repair_plan) if args.repair_plan else None
-        return verify(config, matcher, [Path(f) for f in args.files], reconciler, args.format, repair_plan=plan)
+        return verify(config, matcher, files, reconciler, args.format, repair_plan=plan, input_errors=missing)
     finally:
         if reconciler is not None:
             reconciler.mongo.close()
@@ -278,27 +304,24 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from monitor.assemble import open_gateway
     from monitor.mongo import MongoQueryError, MongoUnavailableError
     from monitor.repair import PlanError, describe, read_plan
+    from monitor.verify import NO_URL
 
     try:
         plan, repairs = read_plan(Path(args.plan))
     except PlanError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
+        say(str(exc))
         return EXIT_BAD_INPUT
     config = load(args)[0].config
     database = args.mongo_db or plan.get("database") or config.mongodb.database
     if plan.get("database") and plan["database"] != database:
-        print(
-            f"monitor: {args.plan} was made for database {plan['database']!r}, not {database!r}; "
-            f"pass --mongo-db {plan['database']}",
-            file=sys.stderr,
+        say(
+            f"{args.plan} was made for database {plan['database']!r}, not {database!r}; "
+            f"pass --mongo-db {plan['database']}"
         )
         return EXIT_BAD_INPUT
     gateway = open_gateway(config, args.mongo_url, database)
     if gateway is None:
-        print(
-            "monitor: no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url",
-            file=sys.stderr,
-        )
+        say(f"repair: {NO_URL}")
         return EXIT_BAD_INPUT
     done = skipped = 0
     try:
@@ -311,9 +334,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
                 skipped += 1
                 print(f"skipped  {repair.analysis_id}: the document is no longer pending (changed since the plan)")
     except (MongoUnavailableError, MongoQueryError) as exc:
-        print(
-            f"monitor: {exc}; {done} applied before the failure" if args.apply else f"monitor: {exc}", file=sys.stderr
-        )
+        say(f"{exc}; {done} applied before the failure" if args.apply else str(exc))
         return EXIT_BAD_INPUT
     finally:
         gateway.close()
@@ -328,8 +349,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from monitor.explain import explain
 
     loaded, matcher = load(args)
-    files = [Path(f) for f in args.files]
-    return explain(loaded.config, matcher, args.id, files, args.mongo_url, args.mongo_db, args.format)
+    files, missing = expand_paths(args.files)
+    return explain(
+        loaded.config, matcher, args.id, files, args.mongo_url, args.mongo_db, args.format, input_errors=missing
+    )
+
+
+def _event_counts(metrics: LogMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(rule, capture labels) -> lines matched, as `<prefix>_log_events_total` would show them."""
+    return {(key[1], key[2]): value for key, value in metrics.counter_rows().items() if key[0] == "events"}
 
 
 def _summary(

@@ -24,7 +24,7 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -35,6 +35,7 @@ from monitor.assemble import open_gateway
 from monitor.claims import ClaimExtractor, bounded_id, implied_status, is_object_id
 from monitor.config import Config
 from monitor.lines import Block, LineFramer
+from monitor.logs import say
 from monitor.readfiles import LogReadError, read_chunks
 from monitor.scan import Matcher
 
@@ -270,16 +271,21 @@ def explain(
     mongo_db: str | None,
     output: str,
     out: TextIO = sys.stdout,
+    input_errors: Sequence[str] = (),
 ) -> int:
-    """The command: 0 persisted or nothing to check, 1 not persisted, 2 bad input or MongoDB unreachable."""
+    """The command: 0 persisted or nothing to check, 1 not persisted, 2 bad input or MongoDB unreachable.
+
+    `input_errors`: FILE arguments already known to be unreadable (a pattern matching nothing)."""
     from monitor.mongo import MongoQueryError, MongoUnavailableError
 
     problem = id_problem(analysis_id)
     if problem:
-        print(f"monitor: explain: {problem}", file=sys.stderr)
+        say(f"explain: {problem}")
         return EXIT_BAD_INPUT
     analysis_id = normalize_id(analysis_id)
     trail = collect(config, matcher, analysis_id, files)
+    if input_errors:
+        trail = replace(trail, errors=(*input_errors, *trail.errors))
     gateway = open_gateway(config, mongo_url, mongo_db)
     document: dict[str, Any] | None = None
     try:
@@ -324,7 +330,7 @@ def explain(
 
 def _print_errors(trail: Trail, *more: str) -> None:
     for error in (*trail.errors, *more):
-        print(f"monitor: {error}", file=sys.stderr)
+        say(error)
 
 
 def _outcome(claim: FirstClaim, lookup: str, document: dict[str, Any] | None) -> str:
@@ -397,7 +403,10 @@ def _document_sentence(report: Explanation, config: Config) -> str:
     if report.lookup == INVALID_ID:
         return "not a 24-hex-digit ObjectId (the in-memory fallback's UUID?): never looked up in MongoDB"
     if report.lookup == NO_URL:
-        return "no MongoDB URL: document not looked up (pass --mongo-url, set MONGODB_URL or mongodb.url)"
+        return (
+            "no MongoDB URL: document not looked up "
+            "(pass --mongo-url, or set mongodb.url, MONGODB_URL or MONGODB_URL_FILE)"
+        )
     if report.lookup == NOT_FOUND:
         return f"MongoDB: no document with this _id in {config.mongodb.collection}"
     fields = ", ".join(f"{k}={v!r}" for k, v in (report.document or {}).items() if k != "_id")

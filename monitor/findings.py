@@ -13,7 +13,6 @@ each value taken from a document, and the analyses remembered as counted.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.claims import Claim
+from monitor.logs import Fields
 
 findings_log = logging.getLogger("monitor.findings")
 
@@ -92,7 +92,7 @@ class FindingBook:
         for analysis_id in self._unpublished:
             finding = self._findings.get(analysis_id)
             if finding is not None:
-                findings_log.warning("finding %s", json.dumps(asdict(finding), ensure_ascii=True))
+                findings_log.warning("finding %s", Fields(asdict(finding)))  # JSON log: its keys in the record
         self._unpublished.clear()
 
     def recent(self) -> list[Finding]:

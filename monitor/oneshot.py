@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor.lines import FramerStats
+from monitor.logs import escape
 from monitor.metrics import LogMetrics
 from monitor.readfiles import LogReadError, is_gzip, read_chunks
 from monitor.scan import Event, Matcher, Scanner, Tally
@@ -132,7 +133,7 @@ def _scan_range(path: Path, start: int, end: int, max_line_bytes: int, chunk_byt
                 position += len(chunk)
                 result.add(scanner.feed(chunk))
     except OSError as exc:
-        result.error = f"{path}: read failed after {position} bytes: {exc.strerror or exc}"
+        result.error = f"{escape(str(path))}: read failed after {position} bytes: {exc.strerror or exc}"
     result.add(scanner.flush())
     result.stats = scanner.framer.stats
     return result

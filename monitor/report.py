@@ -1,11 +1,18 @@
-"""Terminal output of the one-shot commands: rich tables for people, JSON for machines."""
+"""Output of the one-shot commands: rich tables for people, JSON for machines, and the
+node_exporter textfile of `monitor scan --metrics-out`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 import sys
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # rich costs 40 ms to import: only the table output pays for it
@@ -87,3 +94,77 @@ def _console(out: TextIO) -> Console:
 
     # Wide enough that a pipe or a file still gets whole rows.
     return Console(file=out, width=None if out.isatty() else 200, highlight=False)
+
+
+# -- `monitor scan --metrics-out`: node_exporter's textfile collector -------------------------
+
+EventCounts = Mapping[tuple[str, tuple[tuple[str, str], ...]], float]  # (rule, capture labels) -> lines
+
+
+def textfile_exposition(summary: ScanSummary, events: EventCounts, prefix: str, now: float | None = None) -> bytes:
+    """What the scan found, as gauges: the counts in the files as they are now, not counters.
+
+    A scan counts the files it is given, so after a rotation a count can fall (97 lines
+    in `tradingagents.log`, then 35 in the new one): as a counter, Prometheus' `increase()`
+    would take that for a reset and invent lines. As gauges, alerts read the value.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    severity = {row.rule: row.severity for row in summary.rules}
+    matched = GaugeMetricFamily(
+        f"{prefix}_log_lines_matched_in_files",
+        "Lines of the scanned files matched per rule (a line matching two rules counts for each), "
+        "as the files were at the scan; a gauge, not a counter.",
+        labels=None,
+    )
+    for (rule, labels), value in sorted(events.items()):
+        names = ["rule", "severity", *(n for n, _ in labels)]
+        values = [rule, severity.get(rule, ""), *(v for _, v in labels)]
+        matched.add_sample(matched.name, dict(zip(names, values, strict=True)), value)
+    gauges = [
+        matched,
+        GaugeMetricFamily(f"{prefix}_log_scanned_lines", "Complete lines in the scanned files.", value=summary.lines),
+        GaugeMetricFamily(
+            f"{prefix}_log_scanned_files", "Files scanned (patterns expanded).", value=len(summary.files)
+        ),
+        GaugeMetricFamily(
+            f"{prefix}_scan_errors",
+            "Files that could not be read to the end, and patterns matching no file: their lines are missing.",
+            value=len(summary.errors),
+        ),
+        GaugeMetricFamily(
+            f"{prefix}_scan_timestamp_seconds",
+            "When the scan ran (Unix time): alert when it is old.",
+            value=time.time() if now is None else now,
+        ),
+    ]
+
+    class _Scan:
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            yield from gauges
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scan())
+    return generate_latest(registry)
+
+
+def write_textfile(
+    path: Path, summary: ScanSummary, events: EventCounts, prefix: str, now: float | None = None
+) -> None:
+    """Write the exposition atomically, as the textfile collector requires: a temporary file in the
+    same directory (a name not ending in .prom, so the collector never reads it half written),
+    then renamed over `path`; mode 0644 less the umask, as a shell's redirection would. OSError on failure."""
+    data = textfile_exposition(summary, events, prefix, now)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -15,11 +16,17 @@ from rich.table import Table
 from monitor.claims import ClaimExtractor
 from monitor.config import Config, ConfigError
 from monitor.findings import Finding
+from monitor.logs import say
 from monitor.readfiles import LogReadError, read_chunks
 from monitor.reconcile import Reconciler
 from monitor.scan import Matcher, Scanner
 
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+# What `verify` and `repair` say when no MongoDB URL is given anywhere.
+NO_URL = (
+    "no MongoDB URL; pass --mongo-url URL, or set mongodb.url in the config, the MONGODB_URL "
+    "environment variable, or MONGODB_URL_FILE (a file holding the URL, such as a mounted secret)"
+)
 
 
 def verify(
@@ -30,15 +37,17 @@ def verify(
     output: str,
     out: TextIO = sys.stdout,
     repair_plan: Path | None = None,
+    input_errors: Sequence[str] = (),
 ) -> int:
+    """`input_errors`: FILE arguments already known to be unreadable (a pattern matching nothing)."""
     if reconciler is None:
         raise ConfigError(
-            "mongodb: no MongoDB URL; pass --mongo-url, set MONGODB_URL or MONGODB_URL_FILE, or mongodb.url"
+            f"mongodb: {NO_URL}"
             if config.reconcile.claims
             else "reconcile.claims: no claims configured, nothing to verify"
         )
     extractor = ClaimExtractor(config.reconcile.claims)
-    errors = []
+    errors = list(input_errors)
     claims = 0
     for path in files:
         scanner = Scanner(matcher, config.scan.max_line_bytes)
@@ -55,12 +64,11 @@ def verify(
     logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
     reconciler.run_once()
     for error in errors:
-        print(f"monitor: {error}", file=sys.stderr)
+        say(error)
     if reconciler.pending_count():
-        print(
-            f"monitor: MongoDB at {reconciler.mongo.where} is unreachable: {reconciler.pending_count()} claim(s) "
-            "not checked; check the URL and the network",
-            file=sys.stderr,
+        say(
+            f"MongoDB at {reconciler.mongo.where} is unreachable: {reconciler.pending_count()} claim(s) "
+            "not checked; check the URL and the network"
         )
         return EXIT_BAD_INPUT
     findings = list(reconciler.findings)
@@ -99,10 +107,11 @@ def _write_repair_plan(
         write_plan(plan, path)
     except OSError as exc:
         raise ConfigError(f"--repair-plan {path}: cannot write it: {exc.strerror or exc}") from None
-    print(
+    say(
         f"repair plan {path}: {len(plan['repairs'])} repair(s), {len(plan['unrepairable'])} unrepairable; "
         f"review it, then `monitor repair {path}` (add --apply to change the documents)",
-        file=sys.stderr,
+        level=logging.INFO,
+        prefix="",
     )
 
 

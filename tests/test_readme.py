@@ -91,6 +91,6 @@ def test_readme_command(command, tmp_path, mongo):
     assert "Traceback" not in result.stderr
     if "--fail-on error" in command:
         assert result.returncode == 1  # the sample log has error lines
-        assert "tradingagents_log_events_total" in (textfiles / "tradingagents.prom").read_text()
+        assert "tradingagents_log_lines_matched_in_files" in (textfiles / "tradingagents.prom").read_text()
     if " verify " in f" {mapped} ":
         assert "claim(s) in the logs" in result.stdout

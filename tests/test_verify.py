@@ -74,9 +74,36 @@ def test_unreachable_database_and_missing_url_exit_2_without_the_password(tmp_pa
     assert result.returncode == 2
     assert "is unreachable: 1 claim(s) not checked" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_without_a_url_one_error_naming_every_source_of_one(tmp_path):
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [f"✅ 分析完成状态已更新到数据库: {ObjectId()}"])
     result = run_monitor("verify", str(log), env={"MONGODB_URL": "", "MONGODB_URL_FILE": ""})
     assert result.returncode == 2
-    assert "no MongoDB URL; pass --mongo-url" in result.stderr
+    assert result.stdout == ""
+    (said,) = result.stderr.splitlines()  # one message, no "running log-only" before it
+    assert said.startswith("monitor: verify: no MongoDB URL; pass --mongo-url URL")
+    for source in ("--mongo-url", "mongodb.url", "MONGODB_URL ", "MONGODB_URL_FILE"):
+        assert source in said
+    assert "log-only" not in result.stderr and "invalid configuration" not in result.stderr
+
+
+def test_quoted_globs_are_expanded_and_a_pattern_matching_nothing_exits_2(tmp_path, mongo):
+    url, name, db = mongo
+    first, second = (str(db.analyses.insert_one({"status": "completed"}).inserted_id) for _ in range(2))
+    write_log(tmp_path / "tradingagents.log", [f"✅ 分析完成状态已更新到数据库: {first}"])
+    write_log(tmp_path / "tradingagents.log.1", [f"✅ 分析完成状态已更新到数据库: {second}"])
+    flags = ("--mongo-url", url, "--mongo-db", name, "--format", "json")
+    result = run_monitor("verify", str(tmp_path / "tradingagents.log*"), *flags)
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["claims"], json.loads(result.stdout)["confirmed"]) == (2, 2)
+    pattern = str(tmp_path / "tradingagents.log.*.gz")
+    result = run_monitor("verify", pattern, str(tmp_path / "tradingagents.log"), *flags)
+    assert result.returncode == 2
+    assert f"monitor: {pattern}: no file matches this pattern" in result.stderr
+    report = json.loads(result.stdout)
+    assert (report["claims"], report["errors"]) == (1, [f"{pattern}: no file matches this pattern"])
 
 
 def test_every_path_the_server_takes_is_judged_by_what_its_code_does(tmp_path, mongo):
