@@ -110,7 +110,14 @@ def build_reconciler(
 
     log.info("checking claims against %s, database %s", gateway.where, gateway.settings.database)
     claim_names = [claim.name for claim in config.reconcile.claims]
-    return Reconciler(config.reconcile, gateway, claim_names, registry=registry, metric_prefix=config.metrics.prefix)
+    return Reconciler(
+        config.reconcile,
+        gateway,
+        claim_names,
+        registry=registry,
+        metric_prefix=config.metrics.prefix,
+        self_prefix=config.metrics.self_prefix,
+    )
 
 
 def follow_settings(config: Config) -> FollowSettings:

@@ -187,7 +187,26 @@ class StuckSweep(_Model):
     interval_seconds: float = Field(default=60.0, gt=0)
     max_analysis_seconds: float = Field(default=1800.0, gt=0)
     window_seconds: float = Field(default=86400.0, gt=0)  # counts by status over this recent window
-    enabled: bool = True  # run it from one replica only when many sidecars share one database
+    enabled: bool = True  # false: this sidecar never sweeps, nor competes for the lease
+    # Of many sidecars on one database, only the holder of a lease document in this collection (of
+    # mongodb.database) sweeps. "" turns the lease off: every enabled sidecar sweeps (one replica
+    # whose MongoDB user may only read).
+    lease_collection: str = Field(default="logmonitor_leases", max_length=120, pattern=r"^[A-Za-z0-9_.-]*$")
+    lease_seconds: float | None = Field(default=None, gt=0)  # renewed every interval; default 3 x interval_seconds
+
+    @property
+    def lease_duration(self) -> float:
+        return self.lease_seconds if self.lease_seconds is not None else 3 * self.interval_seconds
+
+    @model_validator(mode="after")
+    def _lease_outlasts_interval(self) -> StuckSweep:
+        if self.lease_seconds is not None and self.lease_seconds <= self.interval_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be longer than interval_seconds "
+                f"({self.interval_seconds:g}): the holder renews its lease every interval; "
+                "use about 3 x interval_seconds, or leave it out"
+            )
+        return self
 
 
 class ReconcileSettings(_Model):

@@ -6,7 +6,8 @@ used only by its owner (the reconcile thread, or the `verify` command), with
 explicit server-selection, connect and socket timeouts and `maxTimeMS` on
 every query, so a hung server costs a bounded wait, never a stuck sidecar.
 
-Every query is read-only, uses indexed fields only (`_id`, `status`,
+Every query is read-only (but `repair --apply`'s update, and the stuck-sweep
+lease in a collection of its own), uses indexed fields only (`_id`, `status`,
 `created_at`) and projects only the status fields. Ids arrive as validated
 ObjectIds; nothing from a log line is ever interpreted as a query operator.
 The URI's password never appears in a log line, a metric or an error.
@@ -24,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient, uri_parser
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError
+from pymongo import MongoClient, ReturnDocument, uri_parser
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
 from monitor.config import MongoSettings
 from monitor.histogram import QUERY_BUCKETS, Histogram
@@ -107,7 +108,8 @@ class MongoStats:
 
 
 class MongoGateway:
-    """Owns the MongoClient; every method is a bounded query, read-only but for `repair_one`."""
+    """Owns the MongoClient; every method is a bounded query, read-only but for `repair_one` and the
+    stuck-sweep lease (`take_lease`, `release_lease`: one document in a collection of its own)."""
 
     def __init__(
         self,
@@ -165,6 +167,45 @@ class MongoGateway:
     def repair_one(self, selector: dict[str, Any], update: dict[str, Any]) -> bool:
         """The one write this tool makes (`monitor repair --apply`): True if `selector` still matched."""
         return self._run("repair", lambda: self._collection.update_one(selector, update).matched_count == 1)
+
+    def take_lease(self, collection: str, name: str, holder: str, seconds: float) -> str | None:
+        """Take or renew the lease document `name` for `holder` in one atomic upsert; returns who holds
+        it afterwards, or None when another sidecar created the document at the same instant.
+
+        Timed by the database's clock (`$$NOW`), not the sidecars': the holder is kept unless it is
+        `holder` or its `expires_at` has passed. A pipeline update (MongoDB 4.2+) because a filter
+        with `$expr` cannot upsert; dates compared as milliseconds (`$toLong`), which MongoDB and the
+        test server (SecantusDB, whose date-to-$$NOW comparison is wrong) both get right."""
+        takeable = {"$or": [{"$eq": ["$holder", holder]}, {"$lt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}]}
+        update = [
+            {
+                "$set": {
+                    "holder": {"$cond": [takeable, holder, "$holder"]},
+                    "expires_at": {"$cond": [takeable, {"$add": ["$$NOW", round(seconds * 1000)]}, "$expires_at"]},
+                }
+            }
+        ]
+        leases = self._client[self.settings.database][collection]
+
+        def query() -> str | None:
+            try:
+                document = leases.find_one_and_update(
+                    {"_id": name},
+                    update,
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                    maxTimeMS=self.settings.max_time_ms,
+                )
+            except DuplicateKeyError:  # two upserts raced to create it: the other one won
+                return None
+            return None if document is None else str(document.get("holder"))
+
+        return self._run("lease", query)
+
+    def release_lease(self, collection: str, name: str, holder: str) -> bool:
+        """Delete the lease document if `holder` still holds it; True if it did."""
+        leases = self._client[self.settings.database][collection]
+        return self._run("lease_release", lambda: leases.delete_one({"_id": name, "holder": holder}).deleted_count == 1)
 
     def count_stuck(self, older_than: timedelta) -> tuple[int, list[dict[str, Any]]]:
         """Documents still pending long after created_at: their count and the oldest few."""

@@ -14,6 +14,10 @@ e.g. still `pending`, or `completed` where the log said failed); `not_found`;
 Each analysis with a claim not `confirmed` is one *finding* (`monitor.findings`),
 with every failed claim as its evidence, so an operator sees which analyses
 to repair.
+
+The stuck sweep (and the counts by status) runs on one sidecar of all those
+sharing a database: the holder of the lease (`monitor.lease`), renewed each
+interval just before it sweeps. A sidecar that cannot renew it does not sweep.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from monitor.claims import Claim, is_object_id
 from monitor.config import ReconcileSettings
 from monitor.findings import ClaimCheck, Finding, FindingBook
 from monitor.histogram import DELAY_BUCKETS, Histogram
+from monitor.lease import SweepLease
 from monitor.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
-from monitor.reconcile_metrics import ReconcileCollector
+from monitor.reconcile_metrics import ReconcileCollector, SweepLeaderCollector
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -76,9 +81,16 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         registry: CollectorRegistry | None = None,
         metric_prefix: str = "tradingagents",
+        self_prefix: str = "logmonitor",
+        lease: SweepLease | None = None,
     ) -> None:
         self.settings = settings
         self.mongo = mongo
+        stuck = settings.stuck
+        if lease is None and stuck.enabled and stuck.lease_collection:
+            lease = SweepLease(mongo, stuck.lease_collection, stuck.lease_duration)
+        # None: no lease (sweep disabled, or lease_collection ""): an enabled sidecar sweeps on its own.
+        self.lease = lease if stuck.enabled else None
         self.stats = ReconcileStats()
         for name in claim_names:
             for outcome in OUTCOMES:
@@ -95,7 +107,8 @@ class Reconciler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         if registry is not None:
-            registry.register(ReconcileCollector(metric_prefix, self.stats_snapshot, lambda: mongo.stats))
+            registry.register(ReconcileCollector(metric_prefix, self.stats_snapshot, lambda: mongo.stats, self_prefix))
+            registry.register(SweepLeaderCollector(self_prefix, self.sweep_leader))
 
     # -- the follow loop's side -------------------------------------------------------
 
@@ -130,7 +143,10 @@ class Reconciler:
         if self._thread is not None:
             # Not the socket timeout: a hung MongoDB must not hold up a shutdown. A query still
             # running is abandoned (its claims stay pending in the checkpoint) and the client closed.
+            # The thread releases the lease on its way out (bounded by the same wait).
             self._thread.join(timeout=STOP_WAIT_SECONDS)
+        else:
+            self._release_lease()  # never started: the caller is the client's owner
         self.mongo.close()
 
     def _loop(self) -> None:
@@ -142,6 +158,7 @@ class Reconciler:
                 log.exception("reconcile round failed; retrying")
             self._wake.wait(1.0)
             self._wake.clear()
+        self._release_lease()
 
     def run_once(self) -> None:
         """One round: every due claim checked (in batches), then the stuck sweep if due."""
@@ -153,7 +170,8 @@ class Reconciler:
                 break  # MongoDB unreachable: try again next round
         if self.settings.stuck.enabled and self._clock() >= self._next_sweep:
             self._next_sweep = self._clock() + self.settings.stuck.interval_seconds
-            self._sweep()
+            if self._lead():
+                self._sweep()
 
     def _due(self, now: float) -> list[_Pending]:
         with self._lock:
@@ -223,6 +241,30 @@ class Reconciler:
         self.stats.checks[key] = self.stats.checks.get(key, 0) + 1
 
     # -- the stuck sweep -----------------------------------------------------------------
+
+    def sweep_leader(self) -> bool:
+        """Whether this sidecar runs the stuck sweep: enabled, and holding the lease if there is one."""
+        if not self.settings.stuck.enabled:
+            return False
+        return self.lease is None or self.lease.held
+
+    def _lead(self) -> bool:
+        """Take or renew the lease just before a sweep; a sidecar without it exports no sweep results,
+        so that `max` or `sum` over the replicas counts the analyses once."""
+        if self.lease is None or self.lease.hold():
+            return True
+        self._forget_sweep()
+        return False
+
+    def _forget_sweep(self) -> None:
+        with self._lock:
+            self.stats.stuck = None
+            self.stats.by_status = {}
+
+    def _release_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.release()  # if held
+            self._forget_sweep()
 
     def _sweep(self) -> None:
         stuck = self.settings.stuck
@@ -296,14 +338,15 @@ class Reconciler:
             return len(self._pending)
 
     def stats_snapshot(self) -> ReconcileStats:
-        """A copy for a scrape on another thread."""
+        """A copy for a scrape on another thread (the sweep's results only while this sidecar runs it)."""
+        leader = self.sweep_leader()
         with self._lock:
             return ReconcileStats(
                 dict(self.stats.checks),
                 len(self._pending),
                 self.stats.dropped,
-                self.stats.stuck,
-                dict(self.stats.by_status),
+                self.stats.stuck if leader else None,
+                dict(self.stats.by_status) if leader else {},
                 self.stats.delay.copy(),
                 dict(self.book.not_persisted),
             )

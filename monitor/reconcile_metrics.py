@@ -9,20 +9,48 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from monitor.histogram import Histogram
 from monitor.mongo import MongoStats
 
+# The statuses the server writes (DESIGN.md: pending on insert; completed, failed; cancelled by the API).
+KNOWN_STATUSES = ("pending", "completed", "failed", "cancelled")
+OTHER_STATUS = "other"
+# Operations `monitor run` makes: their error counters exist at 0 from start-up, as alerts expect.
+SIDECAR_OPERATIONS = (
+    "ping", "find_statuses", "count_stuck", "list_stuck", "counts_by_status", "lease", "lease_release",
+)  # fmt: skip
+
 
 class ReconcileCollector:
     """`<prefix>_analysis_checks_total{claim,outcome}`, pending, stuck, by status, and the Mongo client's own."""
 
-    def __init__(self, prefix: str, stats: Callable[[], object], mongo: Callable[[], MongoStats]) -> None:
+    def __init__(
+        self, prefix: str, stats: Callable[[], object], mongo: Callable[[], MongoStats], self_prefix: str = "logmonitor"
+    ) -> None:
         self._prefix = prefix
+        self._self_prefix = self_prefix
         self._stats = stats
         self._mongo = mongo
 
     def collect(self) -> Iterator[Metric]:
-        return reconcile_families(self._prefix, self._stats(), self._mongo())
+        yield from reconcile_families(self._prefix, self._stats())
+        yield from mongo_families(self._self_prefix, self._mongo())
 
 
-def reconcile_families(prefix: str, stats, mongo: MongoStats) -> Iterator[Metric]:
+class SweepLeaderCollector:
+    """`<self_prefix>_sweep_leader`: 1 on the sidecar that runs the stuck sweep (the lease holder), 0 elsewhere."""
+
+    def __init__(self, prefix: str, leader: Callable[[], bool]) -> None:
+        self._prefix = prefix
+        self._leader = leader
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{self._prefix}_sweep_leader",
+            "1 if this sidecar runs the stuck sweep and exports the stuck and by-status counts (it holds "
+            "the lease), 0 if not.",
+            value=int(self._leader()),
+        )
+
+
+def reconcile_families(prefix: str, stats) -> Iterator[Metric]:
     """The MongoDB check's metrics, built at scrape time from plain values."""
     checks = CounterMetricFamily(
         f"{prefix}_analysis_checks",
@@ -58,15 +86,32 @@ def reconcile_families(prefix: str, stats, mongo: MongoStats) -> Iterator[Metric
             "Analyses still pending longer than the maximum analysis time.",
             value=stats.stuck,
         )
-    by_status = GaugeMetricFamily(
-        f"{prefix}_analyses_by_status", "Analyses created within the sweep window, by status.", labels=["status"]
-    )
-    for status, value in sorted(stats.by_status.items()):
-        by_status.add_metric([status], value)
-    yield by_status
+    if stats.stuck is not None:  # the sweep's two series come from the same sidecar, or from none
+        by_status = GaugeMetricFamily(
+            f"{prefix}_analyses_by_status",
+            f"Analyses created within the sweep window, by status ({', '.join(KNOWN_STATUSES)} or {OTHER_STATUS}).",
+            labels=["status"],
+        )
+        for status, value in bounded_statuses(stats.by_status).items():
+            by_status.add_metric([status], value)
+        yield by_status
+
+
+def bounded_statuses(by_status: dict[str, int]) -> dict[str, int]:
+    """Known statuses, each at 0 if none, and every other value the database holds (None, typos,
+    statuses of a newer server) summed as "other": a label bounded like every other."""
+    bounded = dict.fromkeys(KNOWN_STATUSES, 0) | {OTHER_STATUS: 0}
+    for status, value in by_status.items():
+        key = status if status in KNOWN_STATUSES else OTHER_STATUS
+        bounded[key] += value
+    return bounded
+
+
+def mongo_families(prefix: str, mongo: MongoStats) -> Iterator[Metric]:
+    """The sidecar's own MongoDB client: under the sidecar's prefix, like its other own metrics."""
     yield GaugeMetricFamily(f"{prefix}_mongo_up", "1 if the last MongoDB operation got an answer.", value=int(mongo.up))
     errors = CounterMetricFamily(f"{prefix}_mongo_errors", "MongoDB operations that failed.", labels=["operation"])
-    for operation, value in sorted(mongo.errors.items()):
+    for operation, value in sorted((dict.fromkeys(SIDECAR_OPERATIONS, 0) | mongo.errors).items()):
         errors.add_metric([operation], value)
     yield errors
     yield _histogram(

@@ -350,3 +350,55 @@ def test_hostile_ids_cost_a_bounded_amount_in_findings_and_the_log(mongo, caplog
     assert max(len(r.getMessage()) for r in caplog.records) < 1024
     assert reconciler.stats_snapshot().not_persisted["invalid_id"] == 200
     reconciler.stop()
+
+
+# --- the stuck sweep runs on the lease holder only (tests/test_lease.py: three sidecars) ----------
+
+
+def test_the_reconcile_thread_takes_the_lease_and_releases_it_when_stopped(mongo):
+    from tests.sidecar_process import wait_for
+
+    url, name, db = mongo
+    reconciler = make(url, name, Clock(), stuck=StuckSweep())
+    reconciler.start()
+    try:
+        holder = wait_for(lambda: db.logmonitor_leases.find_one(), what="the lease taken by the thread")["holder"]
+        assert holder == reconciler.lease.holder
+        wait_for(reconciler.sweep_leader, what="the thread's sweep")
+    finally:
+        reconciler.stop()
+    assert db.logmonitor_leases.count_documents({}) == 0  # released on the way out
+    assert reconciler.sweep_leader() is False
+
+
+def test_a_holder_that_lost_its_lease_stops_sweeping_and_exporting_the_sweep(mongo, caplog):
+    from prometheus_client import CollectorRegistry
+
+    url, name, db = mongo
+    for _ in range(2):
+        insert(db, "pending", created_ago=3600)
+    clock = Clock()
+    registry = CollectorRegistry()
+    gateway = MongoGateway(MongoSettings(database=name, server_selection_timeout_ms=500), url)
+    settings = ReconcileSettings(stuck=StuckSweep(interval_seconds=60))
+    reconciler = Reconciler(settings, gateway, CLAIMS, clock=clock, registry=registry)
+    reconciler.run_once()
+    assert registry.get_sample_value("logmonitor_sweep_leader") == 1
+    assert registry.get_sample_value("tradingagents_analyses_stuck") == 2
+    assert registry.get_sample_value("tradingagents_analyses_by_status", {"status": "pending"}) == 2
+    # Its renewal did not get through in time (a long pause): another sidecar holds the lease now.
+    later = datetime.utcnow() + timedelta(hours=1)
+    db.logmonitor_leases.update_one({}, {"$set": {"holder": "pod-b-7-0a1b2c3d", "expires_at": later}})
+    with caplog.at_level(logging.INFO, logger="monitor.lease"):
+        clock.now += 60
+        reconciler.run_once()
+        clock.now += 60
+        reconciler.run_once()
+    assert registry.get_sample_value("logmonitor_sweep_leader") == 0
+    assert registry.get_sample_value("tradingagents_analyses_stuck") is None
+    assert registry.get_sample_value("tradingagents_analyses_by_status", {"status": "pending"}) is None
+    assert reconciler.mongo.stats.durations["count_stuck"].count == 1  # the one sweep while it held the lease
+    lost = [r for r in caplog.records if "runs on pod-b-7-0a1b2c3d" in r.getMessage()]
+    assert [(r.levelname, "did not renew it in time" in r.getMessage()) for r in lost] == [("WARNING", True)]
+    reconciler.stop()
+    assert db.logmonitor_leases.find_one()["holder"] == "pod-b-7-0a1b2c3d"  # not its lease: left alone
