@@ -402,3 +402,11 @@ def test_a_holder_that_lost_its_lease_stops_sweeping_and_exporting_the_sweep(mon
     assert [(r.levelname, "did not renew it in time" in r.getMessage()) for r in lost] == [("WARNING", True)]
     reconciler.stop()
     assert db.logmonitor_leases.find_one()["holder"] == "pod-b-7-0a1b2c3d"  # not its lease: left alone
+
+
+def test_statuses_from_the_database_are_bounded_to_the_known_ones_and_other():
+    from monitor.reconcile_metrics import bounded_statuses
+
+    seen = {"completed": 5, "None": 2, "pending": 1, **{f"typo{n}": 1 for n in range(38)}}  # 41 distinct values
+    assert bounded_statuses(seen) == {"pending": 1, "completed": 5, "failed": 0, "cancelled": 0, "other": 40}
+    assert bounded_statuses({}) == {"pending": 0, "completed": 0, "failed": 0, "cancelled": 0, "other": 0}
