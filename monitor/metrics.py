@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from monitor import __version__
 from monitor.config import Config
 from monitor.lines import FramerStats
 from monitor.scan import OTHER, Event, Tally
@@ -208,6 +209,7 @@ class LogMetrics:
     # -- exposition --------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        yield _build_info(self._self_prefix)
         with self._lock:
             yield from self._event_families()
             yield from self._self_families()
@@ -242,6 +244,16 @@ class LogMetrics:
             names, values = [k for k, _ in labels], [v for _, v in labels]
             family.samples.append(_sample(f"{self._self_prefix}_{name}_total", names, values, value))
         yield from families.values()
+
+
+def _build_info(prefix: str) -> Metric:
+    family = GaugeMetricFamily(
+        f"{prefix}_build_info",
+        "Always 1; the label says which version of the sidecar runs.",
+        labels=["version"],
+    )
+    family.add_metric([__version__], 1)
+    return family
 
 
 def _pairs(labels: Any) -> LabelPairs:

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from monitor.assemble import RunOptions, build_reconciler, follow_settings, load_and_compile, streams_of
 from monitor.checkpoint import Checkpoint, Snapshot
@@ -64,6 +64,11 @@ class Sidecar:
         web_config = options.web_config or config.metrics.web_config_file
         self.security = load_web_config(web_config) if web_config else WebSecurity()
         self.registry = registry if registry is not None else CollectorRegistry()
+        # process_* (memory, CPU, open fds, start time: restarts show), python_info and python_gc_*:
+        # prometheus-client's own collectors, as every exporter has them.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.metrics = LogMetrics(config, self.registry)
         for stream in self.streams:
             self.metrics.declare_stream(stream.name)

@@ -15,6 +15,7 @@ import time
 import pytest
 from bson import ObjectId
 
+from monitor import __version__
 from tests.conftest import MINIMAL_CONFIG, REPO, append, log_line, run_monitor
 from tests.sidecar_process import wait_for
 
@@ -35,6 +36,21 @@ def test_counts_new_lines_and_serves_health(tmp_path, sidecars):
     assert sidecar.value("logmonitor_files_open", stream="tradingagents") == 1
     assert sidecar.get("/healthz") == (200, "ok\n")
     assert sidecar.get("/readyz")[0] == 200
+    # What every exporter has: its version, and prometheus-client's process and Python collectors.
+    assert sidecar.value("logmonitor_build_info", version=__version__) == 1
+    with open(f"/proc/{sidecar.proc.pid}/stat") as stat:
+        started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    assert sidecar.value("process_start_time_seconds") == pytest.approx(
+        boot_time() + started_ticks / os.sysconf("SC_CLK_TCK"), abs=0.02
+    )
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= {
+        name for name, _ in sidecar.metrics()
+    }
+
+
+def boot_time() -> float:
+    with open("/proc/stat") as stat:
+        return float(next(line for line in stat if line.startswith("btime")).split()[1])
 
 
 def test_sigterm_saves_state_and_exits_0(tmp_path, sidecars):
@@ -300,7 +316,7 @@ def test_claims_are_checked_in_mongo_and_findings_served(tmp_path, sidecars, mon
     claim = "completed_status_written"
     wait_for(lambda: check_count(sidecar, claim, "confirmed") == 1, what="confirmed")
     wait_for(lambda: check_count(sidecar, claim, "status_mismatch") == 1, what="mismatch after the deadline")
-    assert sidecar.value("tradingagents_mongo_up") == 1
+    assert sidecar.value("logmonitor_mongo_up") == 1
     assert sidecar.value("tradingagents_analysis_checks_pending") == 0
     findings = json.loads(sidecar.get("/findings")[1])
     assert [(f["analysis_id"], f["outcome"], f["mongo"]["status"]) for f in findings] == [
@@ -324,10 +340,10 @@ def test_mongo_down_at_start_then_up_keeps_claims_and_a_hung_server_blocks_nothi
         append(log, TIMEOUT, 5)
         wait_for(lambda: sidecar.events(RULE) == 5, what="lines counted while MongoDB hangs")
         wait_for(
-            lambda: sidecar.value("tradingagents_mongo_errors_total", operation="find_statuses") >= 1,
+            lambda: sidecar.value("logmonitor_mongo_errors_total", operation="find_statuses") >= 1,
             what="a failed check",
         )
-        assert sidecar.value("tradingagents_mongo_up") == 0
+        assert sidecar.value("logmonitor_mongo_up") == 0
         assert sidecar.value("tradingagents_analysis_checks_pending") == 3
         sidecar.kill9()  # the pending claims were checkpointed: a restart must not lose them
     finally:
@@ -341,7 +357,7 @@ def test_mongo_down_at_start_then_up_keeps_claims_and_a_hung_server_blocks_nothi
         client.close()
         sidecar = sidecars(tmp_path, "--log", str(log), "--mongo-url", server.url, config=fast_config).start()
         wait_for(lambda: check_count(sidecar, "completed_status_written", "confirmed") == 3, what="3 confirmed")
-        assert sidecar.value("tradingagents_mongo_up") == 1
+        assert sidecar.value("logmonitor_mongo_up") == 1
         assert sidecar.events(RULE) == 5
     finally:
         server.stop()
@@ -380,7 +396,7 @@ def test_without_a_mongo_url_it_runs_log_only_and_says_so(tmp_path, sidecars):
     append(log, TIMEOUT)
     wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
     assert "running log-only" in sidecar.stderr()
-    assert ("tradingagents_mongo_up", ()) not in sidecar.metrics()
+    assert ("logmonitor_mongo_up", ()) not in sidecar.metrics()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -446,7 +462,7 @@ def test_a_file_growing_at_disk_speed_is_followed_to_the_last_line(tmp_path, sid
     )
     assert sidecar.events(RULE) == 2000
     assert sidecar.value("logmonitor_lines_total", stream="app") == 2_000_000
-    assert sidecar.value("logmonitor_bytes_behind", stream="app") == 0
+    assert sidecar.value("logmonitor_behind_bytes", stream="app") == 0
     assert peak_rss_mib(sidecar.proc.pid) < 100
 
 

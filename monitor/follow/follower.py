@@ -118,7 +118,7 @@ class Follower:
             behind[followed.stream] += max(followed.last_size - followed.offset, 0)
         for name, stats in self.stats.items():
             stats.files_open = open_count[name]
-            stats.bytes_behind = behind[name]
+            stats.behind_bytes = behind[name]
 
     def close(self) -> None:
         for followed in self._files:

@@ -20,7 +20,7 @@ COUNTERS = {
 }
 GAUGES = {
     "files_open": "Files of the stream currently followed.",
-    "bytes_behind": "Bytes written to the stream's files but not read yet.",
+    "behind_bytes": "Bytes written to the stream's files but not read yet.",
     "skipped_files": "Files matching the stream's paths beyond follow.max_files_per_stream, not followed.",
     "last_read_timestamp_seconds": "When data was last read from the stream.",
 }
@@ -36,7 +36,7 @@ class StreamStats:
     lost_files: int = 0
     skipped_files: int = 0
     files_open: int = 0
-    bytes_behind: int = 0
+    behind_bytes: int = 0
     last_read_timestamp_seconds: float = 0.0
 
 
