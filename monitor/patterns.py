@@ -46,6 +46,38 @@ _CLASSES = (sre.ANY, sre.IN, sre.NOT_LITERAL)
 _FOREIGN = ("[:", "{,", "\\Q", "\\p", "\\P", "\\C", "\\z", "\\A", "\\b", "\\B", "(?<", "(?i", "(?s", "(?m", "(?U")
 
 
+# Lines holding invalid UTF-8, for Hyperscan in byte mode (RFC 3629's grammar, broken). RE2 sees each
+# invalid sequence as one U+FFFD, so a rule counting characters (`\S{2}`, `a.b`) can match such a line
+# where neither the UTF-8 database (undefined on invalid input) nor the byte-wise one reports it:
+# every rule RE2 confirms is tried on these lines. A continuation or lead byte followed by a newline is
+# caught by the second expression, which ends at the line's end, so no match crosses into the next line.
+_CONT = rb"[\x80-\xbf]"
+_NOT_CONT = rb"[^\x80-\xbf\n]"
+INVALID_UTF8_INSIDE = b"|".join(
+    [
+        rb"[\xc0\xc1\xf5-\xff]",  # never in UTF-8
+        rb"^" + _CONT,
+        rb"[\x00-\x09\x0b-\x7f]" + _CONT,  # a continuation byte after ASCII
+        rb"[\xc2-\xdf]" + _CONT + _CONT,  # ... or after a complete sequence
+        rb"[\xe0-\xef]" + _CONT + rb"{3}",
+        rb"[\xf0-\xf4]" + _CONT + rb"{4}",
+        rb"[\xc2-\xf4]" + _NOT_CONT,  # a lead byte without its continuation
+        rb"[\xe0-\xf4]" + _CONT + _NOT_CONT,
+        rb"[\xf0-\xf4]" + _CONT + rb"{2}" + _NOT_CONT,
+        rb"\xe0[\x80-\x9f]",  # overlong
+        rb"\xed[\xa0-\xbf]",  # surrogates
+        rb"\xf0[\x80-\x8f]",  # overlong
+        rb"\xf4[\x90-\xbf]",  # beyond U+10FFFF
+    ]
+)
+INVALID_UTF8_AT_END = rb"(?:[\xc2-\xf4]|[\xe0-\xf4]" + _CONT + rb"|[\xf0-\xf4]" + _CONT + rb"{2})$"
+
+
+def invalid_utf8_expressions() -> list[bytes]:
+    """Byte-mode expressions reporting each line that holds invalid UTF-8, once each, at its end."""
+    return [b"(?:" + INVALID_UTF8_INSIDE + rb")[^\n]*$", INVALID_UTF8_AT_END]
+
+
 def pattern_problem(pattern: str) -> str | None:
     """Why a rule pattern cannot be used, phrased for the user; None when it is fine."""
     try:
@@ -136,7 +168,18 @@ def counts_exactly(pattern: str) -> bool:
     number" mean the same for characters and bytes; an ASCII-only class means the same either
     way). The pattern must not end at its own `$`, so each matching line is reported once.
     """
-    if ends_at_line_end(pattern) or any(token in pattern for token in _FOREIGN):
+    return not ends_at_line_end(pattern) and _byte_wise_equal(pattern, newlines=False)
+
+
+def byte_wise_misses_nothing(pattern: str) -> bool:
+    """Whether Hyperscan's byte-wise match reports every line RE2 matches, invalid UTF-8 included
+    (it may report more: a class taking a newline can match across lines; RE2 drops those). Rules
+    that fail this need lines of invalid UTF-8 shown to RE2 whatever Hyperscan says."""
+    return _byte_wise_equal(pattern, newlines=True)
+
+
+def _byte_wise_equal(pattern: str, newlines: bool) -> bool:
+    if any(token in pattern for token in _FOREIGN):
         return False
     try:
         parsed = sre_parse.parse(pattern)
@@ -144,20 +187,20 @@ def counts_exactly(pattern: str) -> bool:
         return False
     if parsed.state.flags & ~re.UNICODE:
         return False
-    return _exact(list(parsed), counted=False)
+    return _exact(list(parsed), counted=False, newlines=newlines)
 
 
-def _exact(items: list, counted: bool) -> bool:
+def _exact(items: list, counted: bool, newlines: bool = False) -> bool:
     for op, arg in items:
         if op is sre.LITERAL:
             if arg in (0x0A, 0xFFFD):
                 return False
         elif op is sre.SUBPATTERN:
             _group, add_flags, del_flags, sub = arg
-            if add_flags or del_flags or not _exact(list(sub), counted):
+            if add_flags or del_flags or not _exact(list(sub), counted, newlines):
                 return False
         elif op is sre.BRANCH:
-            if not all(_exact(list(alternative), counted) for alternative in arg[1]):
+            if not all(_exact(list(alternative), counted, newlines) for alternative in arg[1]):
                 return False
         elif op in _REPEATS:
             low, high, sub = arg
@@ -166,13 +209,13 @@ def _exact(items: list, counted: bool) -> bool:
             if len(sub) == 1 and sub[0][0] is sre.LITERAL and sub[0][1] >= 0x80:
                 return False  # byte-wise, `中+` would repeat the character's last byte
             if len(sub) == 1 and sub[0][0] in _CLASSES:
-                members = _class(*sub[0])
+                members = _class(*sub[0], newlines)
                 if members is None or (members and counting):
                     return False
-            elif not _exact(sub, counting):
+            elif not _exact(sub, counting, newlines):
                 return False
         elif op in _CLASSES:
-            members = _class(op, arg)
+            members = _class(op, arg, newlines)
             if members is None or members:  # one character: one byte only if it is ASCII
                 return False
         elif not (op is sre.AT and arg is sre.AT_BEGINNING):
@@ -180,12 +223,13 @@ def _exact(items: list, counted: bool) -> bool:
     return True
 
 
-def _class(op: object, arg: object) -> bool | None:
-    """None if the class can match a newline or mixes non-ASCII members; else whether it takes non-ASCII."""
+def _class(op: object, arg: object, newlines: bool = False) -> bool | None:
+    """None if the class mixes non-ASCII members or (unless `newlines`) can match a newline; else
+    whether it takes non-ASCII characters."""
     if op is sre.ANY:
         return True
     if op is sre.NOT_LITERAL:
-        return True if arg == 0x0A else None
+        return True if arg == 0x0A or newlines else None
     ascii_members: set[int] = set()
     non_ascii = False
     negate = False
@@ -204,7 +248,7 @@ def _class(op: object, arg: object) -> bool | None:
             return None
     if negate:
         ascii_members, non_ascii = set(_ASCII - ascii_members), not non_ascii
-    return None if 0x0A in ascii_members else non_ascii
+    return None if 0x0A in ascii_members and not newlines else non_ascii
 
 
 @contextmanager

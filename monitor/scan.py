@@ -38,7 +38,15 @@ import re2
 
 from monitor.config import ConfigError, Rule, TimestampFormat
 from monitor.lines import Block, LineFramer
-from monitor.patterns import compile_re2, counts_exactly, hyperscan_expression, pattern_problem, re2_reason
+from monitor.patterns import (
+    byte_wise_misses_nothing,
+    compile_re2,
+    counts_exactly,
+    hyperscan_expression,
+    invalid_utf8_expressions,
+    pattern_problem,
+    re2_reason,
+)
 
 OTHER = "other"  # label value for a capture outside the rule's listed values
 MAX_LABEL_VALUE = 100  # characters of a capped label's value
@@ -124,7 +132,8 @@ class Matcher:
         self._rules = [_compile_rule(rule, event_rules) for rule in rules]
         expressions = _expressions(self._rules)
         self._expression_rule = [index for _, _, index in expressions]
-        self._counted_expression = [self._rules[index].counted for _, _, index in expressions]
+        self._counted_expression = [index >= 0 and self._rules[index].counted for _, _, index in expressions]
+        self._confirmed_rules = {i for i, compiled in enumerate(self._rules) if not compiled.counted}
         self._database = _load_or_build(expressions, cache_dir)
         self._clock = clock
         self._timestamps = _TimestampReader(timestamp or TimestampFormat())
@@ -153,7 +162,10 @@ class Matcher:
         rule_of, counted = self._expression_rule, self._counted_expression
         for end, expression in hits:
             rule = rule_of[expression]
-            if counted[expression]:
+            if rule == _INVALID_UTF8:
+                if self._confirmed_rules:  # RE2 tries every rule it confirms on a line of invalid UTF-8
+                    candidates.setdefault(start + end, set()).update(self._confirmed_rules)
+            elif counted[expression]:
                 # Extended to the line's end and compiled once: one hit per matching line, at its "\n".
                 counted_lines[rule] = counted_lines.get(rule, 0) + 1
                 last_end[rule] = max(last_end.get(rule, 0), start + end)
@@ -304,13 +316,19 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
+_INVALID_UTF8 = -1  # "rule index" of the expressions reporting lines of invalid UTF-8
+
+
 def _expressions(rules: Sequence[_Compiled]) -> list[tuple[bytes, int, int]]:
-    """(expression, flags, rule index) for the database: byte-wise only for counted rules."""
+    """(expression, flags, rule index) for the database: byte-wise only for counted rules, and the
+    invalid UTF-8 detector when some rule is confirmed by RE2."""
     out = []
     for flags in (Matcher._UTF8, Matcher._BYTES):
         for index, compiled in enumerate(rules):
             if flags == Matcher._BYTES or not compiled.counted:
                 out.append((hyperscan_expression(compiled.rule.pattern, flags == Matcher._UTF8), flags, index))
+    if any(not compiled.counted and not byte_wise_misses_nothing(compiled.rule.pattern) for compiled in rules):
+        out += [(expression, Matcher._BYTES, _INVALID_UTF8) for expression in invalid_utf8_expressions()]
     return out
 
 
