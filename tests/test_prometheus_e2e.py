@@ -1,9 +1,11 @@
 """A real Prometheus scraping a real sidecar: the alert rules load and evaluate, the dashboard's
-queries work and return data, and the event-loop regression alert fires on its line.
+queries work and return data, and the event-loop regression alert becomes active on its line.
 
 Prometheus runs with the repository's prometheus.yml (scrape and evaluation every second,
 the target being the sidecar under test) and the repository's alerts.yml as it is, with
-its production `for:` durations. Every wait polls Prometheus' HTTP API with a deadline.
+its production `for:` durations: the event-loop alert is seen pending (its `for: 1m` is
+unit-tested with promtool, in prometheus/alerts.test.yml). Every wait polls Prometheus' HTTP
+API with a deadline.
 """
 
 from __future__ import annotations
@@ -25,8 +27,22 @@ import yaml
 from demo.mongo_server import terminate
 from tests.conftest import REPO, log_line
 from tests.sidecar_process import SidecarProcess, free_port, wait_for
-from tests.test_alerts import ALERT_RULES, CONDITIONAL_METRICS, JOB, RECONCILE_METRICS, promql_metric_names
-from tests.test_dashboard import DASHBOARD, QUERIES, variable_queries
+from tests.test_alerts import (
+    ALERT_RULES,
+    CONDITIONAL_METRICS,
+    JOB,
+    KNOWN_METRICS,
+    RECONCILE_METRICS,
+    promql_metric_names,
+)
+from tests.test_dashboard import (
+    DASHBOARD,
+    QUERIES,
+    alertlist_panel,
+    grafana_labels_match,
+    grafana_matchers,
+    variable_queries,
+)
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -39,8 +55,12 @@ GRAFANA_VARIABLES = {
     "$__interval": "2s",
     "$__range": "5m",
     "$job": ".*",
+    "$namespace": ".*",  # "All" also matches a missing label: this static target has no Kubernetes labels
+    "$pod": ".*",
     "$instance": ".*",
 }
+# The dashboard's Kubernetes variables, which this static target (as in docker compose) lacks.
+KUBERNETES_VARIABLES = {"namespace", "pod"}
 
 # Lines in the server's real file format: keywords of several rules, a timeout and the
 # event-loop error among them.
@@ -201,19 +221,33 @@ def test_alerts_and_dashboard_queries_against_a_real_prometheus(stack):
         "the event-loop line scraped",
     )
 
-    # 4. The event-loop regression alert's own expression returns the series, and it fires
-    #    (its production rule has no `for:`).
+    # 4. The event-loop regression alert's own expression returns the series, and the alert
+    #    becomes active at once: pending, as its production `for: 1m` would keep this test a
+    #    minute waiting for "firing". Its annotations carry the absolute runbook link.
     event_loop = next(r for r in ALERT_RULES if r["alert"] == "TradingAgentsEventLoopRegression")
     wait_for(lambda: prometheus.query(event_loop["expr"])["result"], 20, "the event-loop alert expression")
     wait_for(
-        lambda: loaded_rules()["TradingAgentsEventLoopRegression"]["state"] == "firing",
+        lambda: loaded_rules()["TradingAgentsEventLoopRegression"]["state"] in {"pending", "firing"},
         20,
-        lambda: f"the event-loop alert firing: {loaded_rules()['TradingAgentsEventLoopRegression']}",
+        lambda: f"the event-loop alert active: {loaded_rules()['TradingAgentsEventLoopRegression']}",
     )
+    (active_alert,) = loaded_rules()["TradingAgentsEventLoopRegression"]["alerts"]
+    assert active_alert["labels"]["rule"] == "event_loop_regression"
+    assert active_alert["annotations"]["runbook_url"] == event_loop["annotations"]["runbook_url"]
+    assert active_alert["annotations"]["runbook_url"].startswith("https://")
 
-    # 5. Every alert expression evaluates through the query API.
+    # 5. Every alert expression evaluates through the query API, and Prometheus holds each
+    #    rule's `for:` and `keep_firing_for:` as alerts.yml says (in seconds in the API).
     for rule in ALERT_RULES:
         prometheus.query(rule["expr"])
+    seconds = {"s": 1, "m": 60, "h": 3600}
+    for rule in ALERT_RULES:
+        loaded = loaded_rules()[rule["alert"]]
+        for key, api_key in (("for", "duration"), ("keep_firing_for", "keepFiringFor")):
+            value = rule.get(key, "0s")
+            assert loaded.get(api_key, 0) == int(value[:-1]) * seconds[value[-1]], (rule["alert"], key, loaded)
+    # Every metric the sidecar serves is one the alerts and the dashboard may name.
+    assert exposed_metric_names(sidecar) - KNOWN_METRICS == set()
 
     # 6. Every dashboard query evaluates; those over metrics the sidecar exposes return data.
     #    RECONCILE_METRICS (the MongoDB check, issue 4) are only exposed with a MongoDB URL:
@@ -238,12 +272,37 @@ def test_alerts_and_dashboard_queries_against_a_real_prometheus(stack):
         lambda: "dashboard queries without data:\n" + "\n".join(queries_without_data()),
     )
 
-    # 7. The dashboard's variables find the sidecar (label_values() is served by the series API).
+    # 7. The dashboard's variables find the sidecar (label_values() is served by the series API);
+    #    namespace and pod find nothing on a target without Kubernetes labels, so they offer only
+    #    "All" (.*), with which every query returned data above.
     for variable, query in variable_queries(DASHBOARD):
         selector, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query).groups()
-        values = prometheus.api(f"label/{label}/values", **{"match[]": substitute(selector)})["data"]
-        assert values, f"variable {variable} finds nothing"
+        body = prometheus.api(f"label/{label}/values", **{"match[]": substitute(selector)})
+        assert body["status"] == "success", f"variable {variable}: {body}"
+        if variable in KUBERNETES_VARIABLES:
+            assert body["data"] == [], f"variable {variable}: a static target has no {label} label"
+        else:
+            assert body["data"], f"variable {variable} finds nothing"
     assert JOB in prometheus.api("label/job/values", **{"match[]": "logmonitor_lines_total"})["data"]
+
+    # 8. The pod variable filters for real: set to a pod that does not exist, every query that
+    #    returned data above returns none.
+    filtered = [(w, e) for w, e in QUERIES if 'pod=~"$pod"' in e and promql_metric_names(e) <= exposed]
+    assert filtered
+    leaking = [
+        where
+        for where, expr in filtered
+        if prometheus.query(substitute(expr.replace('pod=~"$pod"', 'pod=~"no-such-pod"')))["result"]
+    ]
+    assert leaking == [], f"queries that ignore the pod variable: {leaking}"
+
+    # 9. The "Firing alerts" panel's filter, as Grafana applies it, lists the alerts this
+    #    Prometheus has firing or pending (the event-loop alert among them).
+    matchers = grafana_matchers(alertlist_panel(DASHBOARD)["options"]["alertInstanceLabelFilter"])
+    active = prometheus.api("alerts")["data"]["alerts"]
+    assert "TradingAgentsEventLoopRegression" in {alert["labels"]["alertname"] for alert in active}
+    hidden = [alert["labels"] for alert in active if not grafana_labels_match(alert["labels"], matchers)]
+    assert hidden == [], f"alerts the dashboard's alert list would not show: {hidden}"
 
     assert time.monotonic() - started < 60
 
