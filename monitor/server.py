@@ -10,10 +10,12 @@ health and readiness answered by the follow loop, and extra JSON pages.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import selectors
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -62,6 +64,12 @@ class _Server(HTTPServer):
     workers = 8
     idle_timeout_seconds = 10.0
     max_waiting = 1024
+
+    def server_bind(self) -> None:
+        # Not HTTPServer's, which names the server by `socket.getfqdn(host)`: a reverse lookup that
+        # can wait on DNS at start-up (and loads the idna codec). Nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def server_activate(self) -> None:
         super().server_activate()
@@ -271,15 +279,21 @@ class _Handler(BaseHTTPRequestHandler):
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         with self.endpoints.scrape_guard():
             body = encoder(self.endpoints.registry)
-        self._send(200, content_type, body)
+        if _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            # As promhttp does: Prometheus asks for gzip; the text shrinks ~10x, at level 1 in ~1 ms.
+            self._send(200, content_type, gzip.compress(body, compresslevel=1), {"Content-Encoding": "gzip"})
+        else:
+            self._send(200, content_type, body)
 
     def _status(self, ok: bool, text: str) -> None:
         self._send(200 if ok else 503, "text/plain; charset=utf-8", (text + "\n").encode())
 
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
+    def _send(self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -288,3 +302,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every 15 s would flood the log
         log.debug("%s " + format, self.address_string(), *args)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (and does not refuse it with q=0)."""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            quality = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False

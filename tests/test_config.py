@@ -87,6 +87,22 @@ def test_not_yaml(write_config):
     assert "config.yaml:2: not valid YAML" in message
 
 
+def test_yaml_errors_read_as_pyyaml_words_them(write_config):
+    # libyaml parses the config; a file it rejects is parsed again by PyYAML, whose messages say more.
+    message = error_of(write_config, "rules: [a, b\n")
+    assert "config.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'" in message
+
+
+def test_libyaml_and_pyyaml_give_the_same_lines():
+    import yaml
+
+    from monitor.config import _line_marks
+
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    assert _line_marks(yaml.compose(text, Loader=yaml.CSafeLoader)) == _line_marks(yaml.compose(text))
+    assert yaml.load(text, Loader=yaml.CSafeLoader) == yaml.safe_load(text)
+
+
 def test_not_a_mapping(write_config):
     assert "the config must be a mapping" in error_of(write_config, "- just\n- a list\n")
 

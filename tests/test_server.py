@@ -51,6 +51,23 @@ def test_metrics_text_and_openmetrics_by_negotiation(serve):
     assert body.endswith("# EOF\n")
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [("gzip", True), ("deflate, gzip;q=0.5", True), ("*", True), ("gzip;q=0", False), ("identity", False), ("", False)],
+)
+def test_metrics_are_gzipped_when_the_scraper_asks(serve, accept_encoding, gzipped):
+    import gzip
+
+    base = serve(Endpoints(registry_with_counter()))
+    request = urllib.request.Request(base + "/metrics", headers={"Accept-Encoding": accept_encoding})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        raw = response.read()
+        assert response.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+        assert int(response.headers["Content-Length"]) == len(raw)
+    body = gzip.decompress(raw) if gzipped else raw
+    assert b"demo_events_total 3.0" in body
+
+
 def test_scrape_guard_is_held_while_each_scrape_is_rendered(serve):
     import contextlib
 
@@ -66,6 +83,16 @@ def test_scrape_guard_is_held_while_each_scrape_is_rendered(serve):
     get(base + "/metrics")
     get(base + "/metrics")
     assert calls == ["checkpoint", "rendered", "checkpoint", "rendered"]
+
+
+def test_binding_looks_no_name_up(serve, monkeypatch):
+    # http.server would ask socket.getfqdn (a reverse DNS lookup) at bind: slow starts where DNS is slow.
+    def no_lookup(*_args):
+        raise AssertionError("a name lookup at bind")
+
+    monkeypatch.setattr("socket.getfqdn", no_lookup)
+    monkeypatch.setattr("socket.gethostbyaddr", no_lookup)
+    assert get(serve(Endpoints(registry_with_counter())) + "/healthz")[0] == 200
 
 
 def test_health_and_readiness(serve):
