@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.claims import Claim
@@ -112,7 +112,8 @@ class FindingBook:
 
 
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+    """UTC, whatever the zone of the host or the log: one finding reads the same everywhere."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def plain(document: dict[str, Any] | None) -> dict[str, Any] | None:

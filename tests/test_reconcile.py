@@ -174,6 +174,11 @@ def test_one_analysis_is_one_finding_logged_once_with_every_failed_claim(mongo, 
         ("completed_status_written", "status_mismatch"),
         ("finished_success", "status_mismatch"),
     ]
+    # Times in UTC whatever the host's zone (the README's example says so): the claims' Clock is 0.
+    assert finding["claims"][0]["logged_at"] == "1970-01-01T00:00:00.000+00:00"
+    assert finding["checked_at"].endswith("+00:00") and set(finding) == {
+        "analysis_id", "outcome", "claims", "mongo", "checked_at", "detail",
+    }  # fmt: skip
     served = reconciler.recent_findings()
     assert [f["analysis_id"] for f in served] == [lost]
     assert [c["claim"] for c in served[0]["claims"]] == [
