@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -653,10 +654,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="follow-bench-", dir=args.workdir))
+    return run_guarded(work, lambda children: run_benchmark(args, work, children), keep=args.keep)
+
+
+def run_guarded(work: Path, body: Callable[[Children], int], keep: bool = False) -> int:
+    """Run a benchmark's body with its children stopped on exit, Ctrl-C and SIGTERM; a tool that
+    fails exits EXIT_TOOL_FAILED with the tail of what the tools printed."""
     children = Children(work)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        return run_benchmark(args, work, children)
+        return body(children)
     except ToolFailedError as exc:
         print(f"\n{exc}", file=sys.stderr)
         for name in ("sidecar", "mtail"):
@@ -669,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         children.close()
         signal.signal(signal.SIGTERM, previous)
-        if args.keep:
+        if keep:
             print(f"\nkept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import follow_latency as fl  # this directory is sys.path[0] when the script run
 REPO = fl.REPO
 CONFIG = fl.CONFIG
 GOAL_STARTUP_SECONDS, GOAL_RSS_MB = 0.5, 50.0
-EXIT_OK, EXIT_TOOL_FAILED = 0, 2
+EXIT_OK = 0  # a failing tool exits 2 (follow_latency.run_guarded)
 START_TIMEOUT = 30.0
 BURNER_SPIN_UP = 0.5  # seconds for the burners to be running before the first measured start
 
@@ -211,20 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="startup-bench-"))
-    children = fl.Children(work)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        return run_benchmark(args, work, children)
-    except fl.ToolFailedError as exc:
-        print(f"\n{exc}", file=sys.stderr)
-        return EXIT_TOOL_FAILED
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    finally:
-        children.close()
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(work, ignore_errors=True)
+    return fl.run_guarded(work, lambda children: run_benchmark(args, work, children))
 
 
 def run_benchmark(args: argparse.Namespace, work: Path, children: fl.Children) -> int:

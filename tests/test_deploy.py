@@ -99,12 +99,7 @@ def final_stage() -> list[tuple[str, str]]:
 
 
 def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
-    env = {}
-    for instruction, args in stage:
-        if instruction == "ENV":
-            for name, value in re.findall(r'(\w+)=("[^"]*"|\S+)', args):
-                env[name] = value.strip('"')
-    return env
+    return _assignments(stage, "ENV", r"\w+")
 
 
 def untagged(image: str) -> str:
@@ -168,12 +163,17 @@ def test_tzdata_is_installed_once_from_the_lock():
 
 
 def labels_of(stage: list[tuple[str, str]]) -> dict[str, str]:
-    labels = {}
-    for instruction, args in stage:
-        if instruction == "LABEL":
-            for name, value in re.findall(r'([\w.\-]+)=("[^"]*"|\S+)', args):
-                labels[name] = value.strip('"')
-    return labels
+    return _assignments(stage, "LABEL", r"[\w.\-]+")
+
+
+def _assignments(stage: list[tuple[str, str]], instruction: str, name: str) -> dict[str, str]:
+    """NAME=value pairs of every `instruction` line of a stage, quotes removed."""
+    found = {}
+    for kind, args in stage:
+        if kind == instruction:
+            for key, value in re.findall(rf'({name})=("[^"]*"|\S+)', args):
+                found[key] = value.strip('"')
+    return found
 
 
 def args_of(stage: list[tuple[str, str]]) -> set[str]:
