@@ -7,8 +7,8 @@ where a rule matches. What happens to a reported line depends on who reads it:
 - A rule whose lines nobody reads one by one (no labels, no claim) and whose
   Hyperscan match is provably RE2's (`patterns.counts_exactly`: literals,
   `\\S+`, `.*` and the like) is counted straight from Hyperscan's report: no
-  decoding, no RE2, no object per line. Its newest time is read from the last
-  line it matched in the block, once per block.
+  decoding, no RE2, no object per line. Its newest time is the newest of its
+  lines' (asctime heads compared as bytes; only the newest is parsed).
 - Any other rule's lines are confirmed by RE2, the authority: Hyperscan is then
   a prefilter, and a cross-line or byte-level candidate RE2 rejects is dropped.
   Only a rule someone reads line by line (`event_rules`: labels, claims) gets
@@ -156,19 +156,17 @@ class Matcher:
         self._database.scan(view, match_event_handler=on_hit)
         if not hits:
             return tally
-        counted_lines: dict[int, int] = {}  # rule -> number of lines, rule -> end of its last line
-        last_end: dict[int, int] = {}
+        counted: dict[int, list[int]] = {}  # rule -> where each line it matched ends (its count)
         candidates: dict[int, set[int]] = {}  # line end -> rules RE2 must confirm there
-        rule_of, counted = self._expression_rule, self._counted_expression
+        rule_of, counted_expression = self._expression_rule, self._counted_expression
         for end, expression in hits:
             rule = rule_of[expression]
             if rule == _INVALID_UTF8:
                 if self._confirmed_rules:  # RE2 tries every rule it confirms on a line of invalid UTF-8
                     candidates.setdefault(start + end, set()).update(self._confirmed_rules)
-            elif counted[expression]:
+            elif counted_expression[expression]:
                 # Extended to the line's end and compiled once: one hit per matching line, at its "\n".
-                counted_lines[rule] = counted_lines.get(rule, 0) + 1
-                last_end[rule] = max(last_end.get(rule, 0), start + end)
+                counted.setdefault(rule, []).append(start + end)
             else:
                 # Most hits end right at their line's end, where find() returns at once; a pattern
                 # with its own `$` can hit several times in one line.
@@ -177,13 +175,12 @@ class Matcher:
         for line_end in sorted(candidates):
             line_start = buf.rfind(b"\n", start, line_end) + 1 or start
             rules = sorted(candidates[line_end])
-            self._confirm(buf[line_start:line_end], line_end, rules, counted_lines, last_end, tally)
-        for rule, lines in counted_lines.items():
+            self._confirm(buf[line_start:line_end], line_end, rules, counted, tally)
+        for rule, ends in counted.items():
             name = self._rules[rule].rule.name
-            tally.counts[name] = tally.counts.get(name, 0) + lines
-            line_end = last_end[rule]
-            line = buf[buf.rfind(b"\n", start, line_end) + 1 or start : line_end]
-            tally.times[name] = self._timestamps.read(line) or self._clock()
+            tally.counts[name] = tally.counts.get(name, 0) + len(ends)
+            newest = self._timestamps.newest(buf, start, ends, self._clock)
+            tally.times[name] = max(tally.times.get(name, 0.0), newest)
         return tally
 
     def _confirm(
@@ -191,8 +188,7 @@ class Matcher:
         raw: bytes,
         line_end: int,
         rules: list[int],
-        counted_lines: dict[int, int],
-        last_end: dict[int, int],
+        counted: dict[int, list[int]],
         tally: Tally,
     ) -> None:
         try:
@@ -208,8 +204,7 @@ class Matcher:
             if match is None:
                 continue
             if not compiled.events:
-                counted_lines[rule] = counted_lines.get(rule, 0) + 1
-                last_end[rule] = max(last_end.get(rule, 0), line_end)
+                counted.setdefault(rule, []).append(line_end)
                 continue
             if when is None:
                 when = self._timestamps.read(raw) or self._clock()
@@ -425,6 +420,26 @@ class _TimestampReader:
         if match is None:
             return None
         return self._parse(match.group(1) if match.groups() else match.group(0))
+
+    def newest(self, buf: bytes, start: int, ends: list[int], clock: Callable[[], float]) -> float:
+        """The newest time of the lines of `buf` ending at `ends`, as `max(read(line) or clock())`.
+
+        Logging's asctime is fixed-width and ordered like the time it writes, so in the default
+        layout the lines' heads are compared as bytes and only the newest is parsed: a counted rule
+        costs no date parsing per line. Other lines (another layout, or no timestamp) are read.
+        """
+        newest_head = b""
+        newest = 0.0
+        for end in ends:
+            line_start = buf.rfind(b"\n", start, end) + 1 or start
+            head = buf[line_start : min(line_start + 23, end)] if self._default_layout else b""
+            if len(head) == 23 and head[4] == 45 and head[10] == 32 and head[19] == 44 and head[:4].isdigit():
+                newest_head = max(newest_head, head)
+            else:
+                newest = max(newest, self.read(buf[line_start:end]) or clock())
+        if newest_head:
+            newest = max(newest, self._parse(newest_head) or clock())
+        return newest
 
     def _parse(self, text: bytes) -> float | None:
         try:

@@ -367,3 +367,18 @@ def test_compiled_rules_are_cached_by_content(tmp_path, monkeypatch):
     Matcher(RULES[:2], event_rules=(), cache_dir=tmp_path)  # other rules: another key; the old file goes
     assert len(builds) == 3 and [p.name for p in tmp_path.glob("rules-*.hsdb")] != [cached.name]
     assert len(list(tmp_path.glob("rules-*.hsdb"))) == 1
+
+
+def test_the_newest_time_is_the_newest_line_not_the_last_one_written():
+    # Concurrent writers: logging stamps a record when it is made, so lines land slightly out of order.
+    head = log_line("")[23:]
+    stamps = ["2025-10-22 14:20:02,300", "2025-10-22 14:20:02,100", "2025-10-22 14:20:01,999"]
+    block = "".join(f"{stamp}{head}MongoDB操作超时\n" for stamp in stamps).encode()
+    fmt = TimestampFormat(timezone="UTC")
+    counted = Matcher(RULES, fmt, clock=lambda: 9.0, event_rules=()).scan(block)
+    events = Matcher(RULES, fmt, clock=lambda: 9.0).scan(block).events
+    assert counted.times == {"timeout": 1761142802.3} == {"timeout": max(e.time for e in events)}
+    # A line without a timestamp gets the clock, as an event would: the newest of them all.
+    untimed = block + "traceback line MongoDB操作超时\n".encode()
+    clock = 1761142900.0
+    assert Matcher(RULES, fmt, clock=lambda: clock, event_rules=()).scan(untimed).times == {"timeout": clock}
