@@ -1,9 +1,9 @@
 """Command line: `monitor check-config | scan | run | verify | repair | explain`.
 
-Exit status: 0 success; 1 the check found something (`scan --fail-on`,
-`verify` with unpersisted statuses, `explain` of an analysis not persisted); 2 bad configuration, usage or input.
+Parsing and dispatch only: what a command does lives with its stage (`monitor.incident`
+for the one-shot commands, `monitor.run` for the sidecar). Exit statuses: `monitor.exits`.
 
-FILE arguments may be glob patterns no shell expanded (`monitor.readfiles.expand_paths`).
+FILE arguments may be glob patterns no shell expanded (`monitor.scan.readfiles.expand_paths`).
 `--log-level` and `--log-format` (before or after the command's name) set the sidecar's own
 log and how commands report errors on stderr (`monitor.logs`).
 """
@@ -11,26 +11,17 @@ log and how commands report errors on stderr (`monitor.logs`).
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from monitor import __version__
-from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, Rule, load_config, parse_listen
-from monitor.lines import FramerStats
+from monitor.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, load_config
+from monitor.exits import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from monitor.logs import FORMATS, LEVELS, EscapingFormatter, say, setup
-from monitor.metrics import LogMetrics
-from monitor.readfiles import expand_paths
-from monitor.report import RuleCount, ScanSummary, print_rules, print_scan, write_textfile
-from monitor.scan import EVERY_RULE, Matcher, compile_matcher
+from monitor.scan.matcher import EVERY_RULE, Matcher, compile_matcher
+from monitor.scan.readfiles import expand_paths
 
-EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
-FAIL_LEVELS = {"error": {"error"}, "warning": {"error", "warning"}}
-PROGRESS_MIN_BYTES = 8 << 20
-SCAN_STREAM = "scan"
+FAIL_ON = ("error", "warning")
 __all__ = ["EscapingFormatter", "main"]  # the formatter lives in monitor.logs; kept importable from here
 
 
@@ -44,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"invalid configuration:\n{exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,9 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_flag(scan)
     _log_flags(scan)
     scan.add_argument("--format", choices=["table", "json"], default="table")
-    scan.add_argument(
-        "--fail-on", choices=sorted(FAIL_LEVELS), help="exit 1 if any rule of this severity (or worse) matched"
-    )
+    scan.add_argument("--fail-on", choices=FAIL_ON, help="exit 1 if any rule of this severity (or worse) matched")
     scan.add_argument(
         "--metrics-out", metavar="FILE", help="write Prometheus text for node_exporter's textfile collector"
     )
@@ -186,55 +175,21 @@ def load(args: argparse.Namespace, event_rules: Collection[str] | None = EVERY_R
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    loaded, matcher = load(args)
-    print_rules(matcher.rules)
-    examples = sum(len(rule.examples) for rule in matcher.rules)
-    print(f"{loaded.path}: OK, {len(matcher.rules)} rules, {examples} example lines matched")
-    return EXIT_OK
+    from monitor.incident.rules import check_config
+
+    return check_config(*load(args))
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    loaded, matcher = load(args, event_rules=())  # counts only: events just for labelled rules
-    config = loaded.config
-    registry = CollectorRegistry()
-    metrics = LogMetrics(config, registry)
-    metrics.declare_stream(SCAN_STREAM)
-    paths, errors = expand_paths(args.files)  # a pattern matching nothing is an error, like a missing file
-    read = FramerStats()
-    from monitor.oneshot import default_jobs, scan_file  # multiprocessing: ~5 ms and 0.5 MB `run` need not pay
+    from monitor.incident.rules import scan_files
 
-    jobs = args.jobs or default_jobs()
-    with _Progress(paths) as advance:
-        for path in paths:
-            max_line, chunk = config.scan.max_line_bytes, config.scan.read_chunk_bytes
-            for result in scan_file(path, matcher, max_line, chunk, jobs, advance(path)):
-                result.observe_into(metrics, SCAN_STREAM)
-                errors += [result.error] if result.error else []
-                for name in ("lines", "bytes", "oversized_lines"):
-                    setattr(read, name, getattr(read, name) + getattr(result.stats, name))
-    summary = _summary(metrics, config.rules, paths, errors, read)
-    if args.metrics_out:
-        try:
-            write_textfile(Path(args.metrics_out), summary, _event_counts(metrics), config.metrics.prefix)
-        except OSError as exc:
-            say(f"--metrics-out {args.metrics_out}: cannot write it: {exc.strerror or exc}")
-            return EXIT_BAD_INPUT
-    if args.format == "json":
-        print(summary.to_json())
-    else:
-        print_scan(summary)
-    for error in errors:
-        say(error)
-    if errors:
-        return EXIT_BAD_INPUT
-    failing = FAIL_LEVELS.get(args.fail_on or "", set())
-    if any(row.count and row.severity in failing for row in summary.rules):
-        return EXIT_FOUND
-    return EXIT_OK
+    loaded, matcher = load(args, event_rules=())  # counts only: events just for labelled rules
+    paths, errors = expand_paths(args.files)  # a pattern matching nothing is an error, like a missing file
+    return scan_files(loaded, matcher, paths, errors, args.format, args.fail_on, args.metrics_out, args.jobs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.sidecar import RunOptions, Sidecar, StartError
+    from monitor.run.sidecar import RunOptions, run_sidecar
 
     options = RunOptions(
         config_path=Path(args.config or DEFAULT_CONFIG),
@@ -245,173 +200,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         mongo_db=args.mongo_db,
         web_config=args.web_config,
     )
-    if args.listen:
-        try:
-            parse_listen(args.listen)
-        except ValueError as exc:
-            say(f"--listen: {exc}")
-            return EXIT_BAD_INPUT
-    sidecar = Sidecar(options)
-    try:
-        sidecar.start()
-    except StartError as exc:
-        say(str(exc))
-        sidecar.shutdown()
-        return EXIT_BAD_INPUT
-    signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
-    signal.signal(signal.SIGINT, lambda *_: sidecar.stop())
-    signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
-    sidecar.run()
-    return EXIT_OK
+    return run_sidecar(options)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from monitor.mongo_url import MongoQueryError, resolve_url
-    from monitor.sidecar import build_reconciler
-    from monitor.verify import NO_URL, verify
+    from monitor.incident.verify import verify_command
 
     loaded, matcher = load(args)
-    config = loaded.config
-    if not config.reconcile.claims:
-        raise ConfigError("reconcile.claims: no claims configured, nothing to verify")
-    try:
-        has_url = bool(resolve_url(config.mongodb, args.mongo_url))
-    except MongoQueryError:
-        has_url = True  # an unreadable URL file: build_reconciler says which and why
-    if not has_url:  # said before anything else: verify has nothing to check without a database
-        say(f"verify: {NO_URL}")
-        return EXIT_BAD_INPUT
-    # One-shot: check every claim now, no grace, no re-checks; keep every finding for the report.
-    reconcile = config.reconcile.model_copy(
-        update={
-            "grace_seconds": 0.0,
-            "deadline_seconds": 0.0,
-            "findings_kept": 10**7,
-            "stuck": config.reconcile.stuck.model_copy(update={"enabled": False}),
-        }
-    )
-    config = config.model_copy(update={"reconcile": reconcile})
-    reconciler = build_reconciler(config, args.mongo_url, args.mongo_db)
     files, missing = expand_paths(args.files)
-    try:
-        plan = Path(args.repair_plan) if args.repair_plan else None
-        return verify(config, matcher, files, reconciler, args.format, repair_plan=plan, input_errors=missing)
-    finally:
-        if reconciler is not None:
-            reconciler.mongo.close()
+    plan = Path(args.repair_plan) if args.repair_plan else None
+    return verify_command(
+        loaded.config, matcher, files, args.mongo_url, args.mongo_db, args.format, plan, input_errors=missing
+    )
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from monitor.assemble import open_gateway
-    from monitor.mongo import MongoQueryError, MongoUnavailableError
-    from monitor.repair import PlanError, describe, read_plan
-    from monitor.verify import NO_URL
+    from monitor.incident.repair import repair
 
-    try:
-        plan, repairs = read_plan(Path(args.plan))
-    except PlanError as exc:
-        say(str(exc))
-        return EXIT_BAD_INPUT
-    config = load(args)[0].config
-    database = args.mongo_db or plan.get("database") or config.mongodb.database
-    if plan.get("database") and plan["database"] != database:
-        say(
-            f"{args.plan} was made for database {plan['database']!r}, not {database!r}; "
-            f"pass --mongo-db {plan['database']}"
-        )
-        return EXIT_BAD_INPUT
-    gateway = open_gateway(config, args.mongo_url, database)
-    if gateway is None:
-        say(f"repair: {NO_URL}")
-        return EXIT_BAD_INPUT
-    done = skipped = 0
-    try:
-        for repair in repairs:
-            still = gateway.repair_one(repair.filter, repair.update) if args.apply else gateway.matching(repair.filter)
-            if still:
-                done += 1
-                print(f"{'applied' if args.apply else 'would apply'}  {describe(repair)}")
-            else:
-                skipped += 1
-                print(f"skipped  {repair.analysis_id}: the document is no longer pending (changed since the plan)")
-    except (MongoUnavailableError, MongoQueryError) as exc:
-        say(f"{exc}; {done} applied before the failure" if args.apply else str(exc))
-        return EXIT_BAD_INPUT
-    finally:
-        gateway.close()
-    if args.apply:
-        print(f"{done} repair(s) applied, {skipped} skipped because the document changed")
-    else:
-        print(f"{done} repair(s) would be applied, {skipped} would be skipped; nothing changed (pass --apply)")
-    return EXIT_OK
+    return repair(Path(args.plan), lambda: load(args)[0].config, args.mongo_url, args.mongo_db, args.apply)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from monitor.explain import explain
+    from monitor.incident.explain import explain
 
     loaded, matcher = load(args)
     files, missing = expand_paths(args.files)
     return explain(
         loaded.config, matcher, args.id, files, args.mongo_url, args.mongo_db, args.format, input_errors=missing
     )
-
-
-def _event_counts(metrics: LogMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """(rule, capture labels) -> lines matched, as `<prefix>_log_events_total` would show them."""
-    return {(key[1], key[2]): value for key, value in metrics.counter_rows().items() if key[0] == "events"}
-
-
-def _summary(
-    metrics: LogMetrics, rules: list[Rule], paths: list[Path], errors: list[str], read: FramerStats
-) -> ScanSummary:
-    totals = metrics.totals_by_rule()
-    return ScanSummary(
-        files=[str(p) for p in paths],
-        rules=[
-            RuleCount(r.name, r.severity.value, int(totals.get(r.name, 0)), metrics.last_event_time(r.name) or None)
-            for r in rules
-        ],
-        lines=read.lines,
-        bytes=read.bytes,
-        oversized_lines=read.oversized_lines,
-        errors=errors,
-    )
-
-
-class _Progress:
-    """A rich progress bar on stderr for large inputs when stderr is a terminal; else nothing."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._paths = paths
-        self._bar = None
-
-    def __enter__(self):
-        sizes = {p: _size(p) for p in self._paths}
-        total = sum(sizes.values())
-        if sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._bar = Progress(console=Console(stderr=True), transient=True)
-            self._bar.start()
-            task = self._bar.add_task("scanning", total=total)
-            done = {"before": 0}
-
-            def advance(path: Path):
-                base = done["before"]
-                done["before"] += sizes[path]
-                return lambda consumed: self._bar.update(task, completed=base + consumed)
-
-            return advance
-        return lambda path: lambda consumed: None
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

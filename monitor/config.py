@@ -6,7 +6,7 @@ references in string values, validate against the schema. Any failure becomes
 a `ConfigError` whose message names the file, the line, the field path and
 what to do; the CLI prints it and exits 2.
 
-Rule patterns are *not* compiled here: `monitor.scan` owns the matching
+Rule patterns are *not* compiled here: `monitor.scan.matcher` owns the matching
 engine and reports pattern problems through `ConfigError` as well, so one
 message format covers every kind of mistake.
 """

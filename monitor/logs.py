@@ -22,6 +22,10 @@ marker saying how long it was (in JSON, fields too large are replaced by `fields
 stderr in text mode (line breaks kept, other control characters escaped), one JSON record
 (logger `monitor`, level error) in JSON mode, so stderr of `monitor run --log-format json`
 is JSON lines only.
+
+Logger names are part of that output (operators filter on them): one short name per
+part, `monitor.sidecar`, `monitor.follow`, `monitor.findings`, `monitor.lease`, ..., kept
+when a module moves between packages.
 """
 
 from __future__ import annotations

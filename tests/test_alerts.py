@@ -20,12 +20,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from monitor.export.metrics import SELF_COUNTERS
 from monitor.follow.stats import COUNTERS as FOLLOW_COUNTERS
 from monitor.follow.stats import GAUGES as FOLLOW_GAUGES
-from monitor.metrics import SELF_COUNTERS
-from monitor.mongo import MongoStats
-from monitor.reconcile import ReconcileStats
-from monitor.reconcile_metrics import SweepLeaderCollector, mongo_families, reconcile_families
+from monitor.reconcile.collectors import SweepLeaderCollector, mongo_families, reconcile_families
+from monitor.reconcile.mongo import MongoStats
+from monitor.reconcile.reconciler import ReconcileStats
 from tests.conftest import REPO
 
 PROMETHEUS_DIR = REPO / "prometheus"

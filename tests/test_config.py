@@ -173,7 +173,7 @@ def test_check_config_exits_2_with_one_clear_message(case, tmp_path):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from monitor.scan import compile_matcher  # noqa: E402
+from monitor.scan.matcher import compile_matcher  # noqa: E402
 
 KEYS = [
     "version",

@@ -16,7 +16,7 @@ from monitor.follow.fs import FileSystem
 from monitor.follow.identity import COMPRESSED_SUFFIXES, siblings
 from monitor.follow.items import StreamSpec
 from monitor.follow.stats import StreamStats
-from monitor.watch import existing_ancestor
+from monitor.follow.watch import existing_ancestor
 
 log = logging.getLogger("monitor.follow")
 

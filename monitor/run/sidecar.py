@@ -1,0 +1,297 @@
+"""The main job (`monitor run`): the parts wired together, started, checkpointed, served, stopped.
+
+follow (the follower, driven by `FollowLoop`) -> scan (`Pipeline`) -> metrics and
+reconcile; the checkpoint (`Checkpoint`) keeps what must survive a restart and
+the HTTP server answers scrapes and health checks.
+
+Every scrape of /metrics first stages a checkpoint and then renders the
+metrics under the follow loop's lock, and the response is sent only once the
+checkpoint is on disk. So Prometheus never sees a value the checkpoint does
+not hold: after `kill -9` the counters continue from exactly what was last
+scraped, and the lines after the checkpointed offsets are counted once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from monitor.config import ConfigError, parse_listen
+from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
+from monitor.export.metrics import LogMetrics
+from monitor.export.server import Endpoints, MetricsServer
+from monitor.export.webconfig import WebSecurity, load_web_config
+from monitor.follow import Follower
+from monitor.follow.watch import Waker
+from monitor.logs import say
+from monitor.reconcile.claims import ClaimExtractor
+from monitor.reconcile.connect import build_reconciler
+from monitor.run.assemble import RunOptions, follow_settings, load_and_compile, streams_of
+from monitor.run.checkpoint import Checkpoint
+from monitor.run.loop import FollowLoop
+from monitor.run.pipeline import Pipeline
+from monitor.run.snapshot import Snapshot
+
+log = logging.getLogger("monitor.sidecar")  # the name operators filter on: see monitor.logs
+
+__all__ = ["RunOptions", "Sidecar", "StartError", "run_sidecar"]
+
+
+def run_sidecar(options: RunOptions) -> int:
+    """The command: start, follow until SIGTERM or SIGINT (SIGHUP reloads the config), stop."""
+    if options.listen:
+        try:
+            parse_listen(options.listen)
+        except ValueError as exc:
+            say(f"--listen: {exc}")
+            return EXIT_BAD_INPUT
+    sidecar = Sidecar(options)
+    try:
+        sidecar.start()
+    except StartError as exc:
+        say(str(exc))
+        sidecar.shutdown()
+        return EXIT_BAD_INPUT
+    signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
+    signal.signal(signal.SIGINT, lambda *_: sidecar.stop())
+    signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
+    sidecar.run()
+    return EXIT_OK
+
+
+class StartError(Exception):
+    """The sidecar cannot start; the message says what failed and what to do."""
+
+
+class Sidecar:
+    """Follows the configured streams and keeps the metrics and the checkpoint."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.loaded, matcher = load_and_compile(options.config_path, options.state_dir)
+        config = self.loaded.config
+        self.streams = streams_of(config, options.logs)
+        if not self.streams:
+            raise ConfigError(
+                f"{options.config_path}: sources: no log to follow; add a `sources:` list "
+                "or pass --log PATH (a path or a glob)"
+            )
+        self.listen = parse_listen(options.listen or config.metrics.listen)
+        web_config = options.web_config or config.metrics.web_config_file
+        self.security = load_web_config(web_config) if web_config else WebSecurity()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        # process_* (memory, CPU, open fds, start time: restarts show), python_info and python_gc_*:
+        # prometheus-client's own collectors, as every exporter has them.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.metrics = LogMetrics(config, self.registry)
+        for stream in self.streams:
+            self.metrics.declare_stream(stream.name)
+        for result in ("success", "failure"):
+            self.metrics.count("config_reloads", (("result", result),), 0)
+        self.metrics.count("checkpoint_failures", (), 0)
+        self.follower = Follower(
+            self.streams,
+            follow_settings(config),
+            clock=clock,
+            registry=self.registry,
+            metric_prefix=config.metrics.self_prefix,
+        )
+        self.pipeline = Pipeline(matcher, config.scan.max_line_bytes, self.metrics)
+        self.checkpoint = Checkpoint(options.state_dir or config.state.directory)
+        self.loop = FollowLoop(
+            self.follower,
+            self.pipeline,
+            config.follow,
+            config.state.checkpoint_interval_seconds,
+            self.save,
+            waker=Waker(metric_prefix=config.metrics.self_prefix),
+            clock=clock,
+        )
+        self.registry.register(self.loop.waker)
+        self.reconciler = build_reconciler(config, options.mongo_url, options.mongo_db, self.registry)
+        self._extractor = ClaimExtractor(config.reconcile.claims)
+        if self.reconciler is not None:
+            reconciler = self.reconciler
+            self.pipeline.sinks.append(lambda stream, events: reconciler.submit(self._extractor.claims(events, stream)))
+        self._reload_requested = False
+        self.server: MetricsServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore the checkpoint, start watching and serving (StartError if it cannot listen)."""
+        self._restore()
+        host, port = self.listen
+        try:
+            self.server = MetricsServer(host, port, self.endpoints(), self.security).start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass --listen HOST:PORT"
+            ) from None
+        self.loop.waker.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
+        log.info(
+            "following %s; metrics on http://%s:%d/metrics; state in %s",
+            ", ".join(f"{s.name}={'|'.join(s.paths)}" for s in self.streams),
+            host,
+            self.server.port,
+            self.checkpoint.path,
+        )
+
+    def run(self) -> None:
+        """The follow loop, until `stop()`; then a last checkpoint and everything closed."""
+        if self.server is None:
+            self.start()
+        try:
+            self.loop.run(before_pass=self._reload_if_requested)
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread)."""
+        self.loop.stop()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self.loop.waker.event.set()
+
+    def shutdown(self) -> None:
+        self.save()
+        if self.server is not None:
+            self.server.close()
+        self.loop.waker.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
+            self.save()  # claims settled while it stopped
+        with self.loop.lock:
+            self.follower.close()
+        self.checkpoint.close()
+
+    # -- the checkpoint ------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Stage a consistent cut and write it (what the loop does when files change or time is due)."""
+        with self.loop.lock:
+            self.checkpoint.stage(self._cut())
+        return self._flush()
+
+    @contextlib.contextmanager
+    def _scrape(self) -> Iterator[None]:
+        # The cut is taken and the metrics rendered under one lock hold, so the response shows
+        # exactly what is saved; the write runs after the lock is released (the follow loop goes
+        # on) and before the response is sent.
+        with self.loop.lock:
+            self.checkpoint.stage(self._cut())
+            yield
+        self._flush()
+
+    def _flush(self) -> bool:
+        saved = self.checkpoint.flush()
+        if not saved:
+            self.metrics.count("checkpoint_failures")
+        return saved
+
+    def _cut(self) -> Snapshot:
+        positions = [
+            # A partial last line is not counted yet: resume at its start after a restart.
+            dataclasses.replace(p, offset=max(p.offset - self.pipeline.held_bytes(serial), 0))
+            for serial, p in self.follower.positions()
+        ]
+        counters = {"metrics": self.metrics.counter_rows(), "follow": self.follower.counter_rows()}
+        pending = {}
+        if self.reconciler is not None:
+            counters["reconcile"], pending = self.reconciler.checkpoint_share()
+        return Snapshot(positions, counters, pending)
+
+    def _restore(self) -> None:
+        restored = self.checkpoint.load()
+        if restored is None:
+            log.info(
+                "no checkpoint in %s: first start, reading from the %s of existing files",
+                self.checkpoint.directory,
+                self.loaded.config.follow.start_at,
+            )
+            return
+        self.metrics.restore_counters(restored.counters.get("metrics", {}))
+        self.follower.restore_counters(restored.counters.get("follow", {}))
+        self.follower.restore(restored.positions, restored.saved_at)
+        waiting = ""
+        if self.reconciler is not None:
+            self.reconciler.restore_counters(restored.counters.get("reconcile", {}))
+            taken = self.reconciler.restore_pending(self.checkpoint.pending())
+            waiting = f", {taken} pending MongoDB check(s)"
+            if taken < restored.pending_count:
+                log.warning(
+                    "checkpoint holds %d pending claims, reconcile.max_pending is %d: the other %d stay saved "
+                    "and are checked after a restart with a higher limit",
+                    restored.pending_count,
+                    self.loaded.config.reconcile.max_pending,
+                    restored.pending_count - taken,
+                )
+        elif restored.pending_count:
+            log.info("%d pending MongoDB check(s) stay saved until a MongoDB URL is given", restored.pending_count)
+        log.info("resumed from checkpoint: %d file position(s)%s", len(restored.positions), waiting)
+
+    # -- endpoints, reload ------------------------------------------------------------
+
+    def endpoints(self) -> Endpoints:
+        findings = self.reconciler.recent_findings if self.reconciler is not None else list
+        return Endpoints(
+            self.registry,
+            scrape_guard=self._scrape,
+            healthy=self._healthy,
+            ready=self._ready,
+            json_pages={"/findings": findings},
+        )
+
+    def _healthy(self) -> tuple[bool, str]:
+        stalled, limit = self.loop.stalled_for()
+        if stalled > limit:
+            return False, f"follow loop stalled for {stalled:.0f} s"
+        return True, "ok"
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self.follower.resolved:
+            return False, "resolving sources"
+        with self.loop.lock:
+            self.follower.refresh_gauges()
+            files = sum(s.files_open for s in self.follower.stats.values())
+        return True, f"ready: {files} file(s) followed"
+
+    def _reload_if_requested(self) -> None:
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the config (SIGHUP): new rules apply to new lines; offsets and counts are kept."""
+        try:
+            loaded, matcher = load_and_compile(self.options.config_path, self.options.state_dir)
+        except ConfigError as exc:
+            log.error("config reload failed; the running config stays in force:\n%s", exc)
+            self.metrics.count("config_reloads", (("result", "failure"),))
+            return False
+        with self.loop.lock:
+            if streams_of(loaded.config, self.options.logs) != self.streams:
+                log.warning("sources changed in the config: restart the sidecar to follow the new ones")
+            self.loaded = loaded
+            self._extractor = ClaimExtractor(loaded.config.reconcile.claims)
+            self.pipeline.set_matcher(matcher)
+            self.metrics.set_rules(loaded.config)
+        self.metrics.count("config_reloads", (("result", "success"),))
+        log.info("config reloaded: %d rules", len(matcher.rules))
+        return True

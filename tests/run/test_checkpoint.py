@@ -1,0 +1,224 @@
+"""The checkpoint: round trips, writes that cost what changed, impossible values set aside, migration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from monitor.follow import Identity, Position
+from monitor.reconcile.claims import Claim
+from monitor.run.checkpoint import Checkpoint
+from monitor.run.snapshot import Snapshot
+
+ACCEPT = ("completed", "failed", "cancelled")
+
+
+def position(offset: int = 120, ino: int = 7, path: str = "/logs/app.log") -> Position:
+    return Position("app", path, Identity(1, ino, 64, "ab" * 20), offset, 200, f"/real{path}")
+
+
+def claim(n: int) -> Claim:
+    return Claim(f"{n:024x}", "completed_status_written", ACCEPT, 1_700_000_000.5 + n, "app")
+
+
+def snapshot(positions=(), metrics=None, pending=None) -> Snapshot:
+    counters = {"metrics": metrics or {("events", "timeout", ()): 3.0}, "follow": {("app", "rotations"): 1.0}}
+    return Snapshot(list(positions), counters, pending or {})
+
+
+def save(checkpoint: Checkpoint, cut: Snapshot) -> None:
+    checkpoint.stage(cut)
+    assert checkpoint.flush()
+
+
+def rows(directory: Path, sql: str) -> list[tuple]:
+    with closing(sqlite3.connect(directory / "state.db")) as db:
+        return list(db.execute(sql))
+
+
+def test_round_trip_restores_positions_counters_and_pending(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    pending = {claim(n).key: (claim(n), 1_700_000_100.0 + n) for n in range(3)}
+    save(checkpoint, snapshot([position()], pending=pending))
+    checkpoint.close()
+
+    again = Checkpoint(tmp_path)
+    restored = again.load()
+    assert restored.positions == [position()]
+    assert restored.counters == {
+        "metrics": {("events", "timeout", ()): 3.0},
+        "follow": {("app", "rotations"): 1.0},
+    }
+    assert restored.pending_count == 3
+    assert sorted(again.pending(), key=lambda p: p[1]) == [(claim(n), 1_700_000_100.0 + n) for n in range(3)]
+    again.close()
+
+
+def test_a_save_writes_only_what_changed_however_much_is_pending(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    backlog = {claim(n).key: (claim(n), 1.0) for n in range(100_000)}
+    save(checkpoint, snapshot([position()], pending=backlog))
+    db = checkpoint._connect()
+    before = db.total_changes
+    # Next cut: one offset moved, one counter rose, one claim settled, one new: four rows and the save time.
+    newer = snapshot(
+        [position(offset=160)],
+        metrics={("events", "timeout", ()): 4.0},
+        pending={claim(5).key: None, claim(100_000).key: (claim(100_000), 2.0)},
+    )
+    save(checkpoint, newer)
+    assert db.total_changes - before == 5
+    before = db.total_changes
+    save(checkpoint, snapshot([position(offset=160)], metrics={("events", "timeout", ()): 4.0}))
+    assert db.total_changes - before == 1  # nothing changed but the save time
+    assert rows(tmp_path, "SELECT count(*) FROM pending") == [(100_000,)]
+    checkpoint.close()
+
+
+def test_cuts_staged_before_a_write_keep_every_pending_change_in_order(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.stage(snapshot(pending={claim(1).key: (claim(1), 1.0), claim(2).key: (claim(2), 1.0)}))
+    checkpoint.stage(snapshot(pending={claim(1).key: None}))  # a newer cut, staged before the first was written
+    assert checkpoint.flush()
+    assert checkpoint.flush()  # nothing staged: nothing to do
+    assert rows(tmp_path, "SELECT analysis_id FROM pending") == [(claim(2).analysis_id,)]
+    checkpoint.close()
+
+
+def test_a_refused_write_keeps_the_cut_for_the_next_one(tmp_path, caplog):
+    directory = tmp_path / "state"
+    directory.write_text("a file where the state directory should be")
+    checkpoint = Checkpoint(directory)
+    checkpoint.stage(snapshot([position()], pending={claim(1).key: (claim(1), 1.0)}))
+    with caplog.at_level(logging.ERROR):
+        assert not checkpoint.flush()
+    assert f"cannot write checkpoint {directory / 'state.db'}" in caplog.text
+    directory.unlink()
+    checkpoint.stage(snapshot([position(offset=150)]))
+    assert checkpoint.flush()
+    assert rows(directory, 'SELECT "offset" FROM files') == [(150,)]
+    assert rows(directory, "SELECT count(*) FROM pending") == [(1,)]  # the failed cut's claim was kept
+    checkpoint.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "said"),
+    [
+        ('UPDATE files SET "offset" = -5', "file /logs/app.log: offset is -5 (must be a whole number >= 0)"),
+        ("UPDATE counters SET value = -995 WHERE owner = 'metrics'", "is -995.0 (must be a finite number >= 0)"),
+        ("UPDATE counters SET value = 1e999 WHERE owner = 'follow'", "is inf (must be a finite number >= 0)"),
+        ("UPDATE counters SET value = NULL WHERE owner = 'follow'", "is None (must be a finite number >= 0)"),
+        ("UPDATE pending SET seen_at = -1", "has an impossible time (-1.0)"),
+        ("UPDATE meta SET value = '9' WHERE key = 'version'", "unknown format version 9 (this build reads 2)"),
+    ],
+)
+def test_impossible_values_set_the_whole_checkpoint_aside_with_what_was_wrong(tmp_path, caplog, sql, said):
+    checkpoint = Checkpoint(tmp_path)
+    save(checkpoint, snapshot([position()], pending={claim(1).key: (claim(1), 1.0)}))
+    checkpoint.close()
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        db.execute(sql)
+    again = Checkpoint(tmp_path, clock=lambda: 1234.0)
+    with caplog.at_level(logging.ERROR):
+        assert again.load() is None
+    assert said in caplog.text
+    assert "Kept it as" in caplog.text and "starting fresh" in caplog.text
+    assert (tmp_path / "state.db.invalid-1234").exists()
+    assert not (tmp_path / "state.db").exists()
+    save(again, snapshot())  # and a fresh one is written
+    assert again.load().positions == []
+    again.close()
+
+
+def legacy(directory: Path, files: list[dict], **extra) -> Path:
+    document = {
+        "version": 1,
+        "saved_at": 1.0,
+        "files": files,
+        "metrics": {
+            "events": [["timeout", [], 5.0], ["symbol", [["symbol", "AAPL"]], 2.0]],
+            "last_time": {"timeout": 1_700_000_000.0},
+            "self_counters": [["lines", [["stream", "app"]], 40.0]],
+        },
+        "follow": {"app": {"rotations": 3, "truncations": 1, "read_errors": 0, "lost_files": 0}},
+        "extra": {
+            "reconcile": {
+                "pending": [
+                    {
+                        "id": claim(1).analysis_id,
+                        "claim": claim(1).claim,
+                        "accept": list(ACCEPT),
+                        "logged_at": claim(1).logged_at,
+                        "stream": "app",
+                        "seen_at": 5.0,
+                    }
+                ],
+                "checks": [["completed_status_written", "confirmed", 7]],
+                "dropped": 2,
+                "delay": {"counts": [1] + [0] * 11, "total": 0.25, "count": 1},
+            }
+        },
+        **extra,
+    }
+    path = directory / "state.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+LEGACY_FILE = {
+    "stream": "app",
+    "path": "/logs/app.log",
+    "dev": 1,
+    "ino": 7,
+    "fp_len": 64,
+    "fp": "ab" * 20,
+    "offset": 120,
+    "size": 200,
+}
+
+
+def test_a_previous_format_checkpoint_is_migrated_on_first_start(tmp_path, caplog):
+    legacy(tmp_path, [LEGACY_FILE])
+    checkpoint = Checkpoint(tmp_path)
+    with caplog.at_level(logging.INFO):
+        restored = checkpoint.load()
+    assert "migrated checkpoint" in caplog.text
+    assert restored.positions == [Position("app", "/logs/app.log", Identity(1, 7, 64, "ab" * 20), 120, 200, "")]
+    assert restored.counters["metrics"] == {
+        ("events", "timeout", ()): 5.0,
+        ("events", "symbol", (("symbol", "AAPL"),)): 2.0,
+        ("last_time", "timeout"): 1_700_000_000.0,
+        ("self", "lines", (("stream", "app"),)): 40.0,
+    }
+    assert restored.counters["follow"][("app", "rotations")] == 3.0
+    assert restored.counters["reconcile"][("checks", "completed_status_written", "confirmed")] == 7.0
+    assert restored.counters["reconcile"][("delay", "count")] == 1.0
+    assert list(checkpoint.pending()) == [(claim(1), 5.0)]
+    assert (tmp_path / "state.json.migrated").exists() and not (tmp_path / "state.json").exists()
+    checkpoint.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"offset": -5}, "offset is -5 (must be a whole number >= 0)"),
+        ({"metrics": {"events": [["timeout", [], math.nan]]}}, "is nan (must be a finite number >= 0)"),
+    ],
+)
+def test_a_previous_format_checkpoint_with_impossible_values_is_set_aside(tmp_path, caplog, change, said):
+    files = [{**LEGACY_FILE, **{k: v for k, v in change.items() if k in LEGACY_FILE}}]
+    legacy(tmp_path, files, **{k: v for k, v in change.items() if k not in LEGACY_FILE})
+    checkpoint = Checkpoint(tmp_path, clock=lambda: 99.0)
+    with caplog.at_level(logging.ERROR):
+        assert checkpoint.load() is None
+    assert said in caplog.text
+    assert (tmp_path / "state.json.invalid-99").exists()
+    assert not (tmp_path / "state.db").exists()
+    assert os.listdir(tmp_path) == ["state.json.invalid-99"]
