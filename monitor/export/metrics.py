@@ -27,10 +27,9 @@ from prometheus_client.samples import Sample
 
 from monitor import __version__
 from monitor.config import Config
+from monitor.export.labels import LabelCaps, LabelPairs
 from monitor.scan.lines import FramerStats
 from monitor.scan.matcher import OTHER, Event, Tally
-
-LabelPairs = tuple[tuple[str, str], ...]
 
 # The sidecar's own metrics (name without prefix -> help); counters end in _total when exported.
 SELF_COUNTERS = {
@@ -61,8 +60,7 @@ class LogMetrics:
         self._events: dict[tuple[str, LabelPairs], float] = {}
         self._last_time: dict[str, float] = {}
         self._self_counters: dict[tuple[str, LabelPairs], float] = {}
-        self._caps: dict[str, dict[str, int]] = {}  # rule -> capped label -> max distinct values
-        self._admitted: dict[tuple[str, str], set[str]] = {}
+        self._caps = LabelCaps()
         self._max_series = config.metrics.max_event_series
         self.set_rules(config)
         if registry is not None:
@@ -76,11 +74,7 @@ class LogMetrics:
                 self._severity[rule.name] = rule.severity.value
                 self._last_time.setdefault(rule.name, 0.0)
                 names = list(rule.labels)
-                caps = {n: v for n, v in rule.labels.items() if isinstance(v, int)}
-                if caps:
-                    self._caps[rule.name] = caps
-                    for name in caps:
-                        self._admitted.setdefault((rule.name, name), set())
+                caps = self._caps.declare(rule)
                 if rule.labels:  # only labelled rules can overflow; their series exist at 0 from start-up
                     self._self_counters.setdefault(("label_overflows", (("rule", rule.name),)), 0.0)
                 listed = [[OTHER] if n in caps else [*rule.labels[n], OTHER] for n in names]
@@ -115,7 +109,11 @@ class LogMetrics:
             self._observe(event, times)
 
     def _observe(self, event: Event, times: int) -> None:
-        labels = self._bounded(event.rule, event.labels, times) if event.labels else ()
+        labels = ()
+        if event.labels:
+            labels, overflowed = self._caps.admit(event.rule, event.labels)
+            if overflowed:  # each value not admitted, of each event, is one overflow
+                self._add(("label_overflows", (("rule", event.rule),)), overflowed * times)
         key = (event.rule, labels)
         if key not in self._events and len(self._events) >= self._max_series:
             key = (event.rule, tuple((name, OTHER) for name, _ in labels))
@@ -136,25 +134,6 @@ class LogMetrics:
             for name, delta in (("lines", lines), ("bytes", nbytes), ("oversized_lines", oversized)):
                 if delta:
                     self._add((name, labels), delta)
-
-    def _bounded(self, rule: str, labels: LabelPairs, times: int = 1) -> LabelPairs:
-        """Admit a capped label's value while the rule has room for it; else count it as "other"."""
-        caps = self._caps.get(rule)
-        if not caps:
-            return labels
-        bounded = []
-        for name, value in labels:
-            cap = caps.get(name)
-            if cap is not None and value != OTHER:
-                admitted = self._admitted[(rule, name)]
-                if value not in admitted:
-                    if len(admitted) >= cap:
-                        self._add(("label_overflows", (("rule", rule),)), times)
-                        value = OTHER
-                    else:
-                        admitted.add(value)
-            bounded.append((name, value))
-        return tuple(bounded)
 
     def declare_stream(self, stream: str) -> None:
         """Give a stream's counters their series at 0 before its first line."""
@@ -198,9 +177,7 @@ class LogMetrics:
                 if key[0] == "events" and len(key) == 3:
                     rule, pairs = str(key[1]), _pairs(key[2])
                     self._events[(rule, pairs)] = float(value)
-                    for name, label_value in pairs:  # values admitted before the restart stay admitted
-                        if (rule, name) in self._admitted and label_value != OTHER:
-                            self._admitted[(rule, name)].add(label_value)
+                    self._caps.restore(rule, pairs)  # values admitted before the restart stay admitted
                 elif key[0] == "last_time" and len(key) == 2:
                     self._last_time[str(key[1])] = float(value)
                 elif key[0] == "self" and len(key) == 3:

@@ -15,9 +15,8 @@ Each analysis with a claim not `confirmed` is one *finding* (`monitor.reconcile.
 with every failed claim as its evidence, so an operator sees which analyses
 to repair.
 
-The stuck sweep (and the counts by status) runs on one sidecar of all those
-sharing a database: the holder of the lease (`monitor.reconcile.lease`), renewed each
-interval just before it sweeps. A sidecar that cannot renew it does not sweep.
+The stuck sweep (and the counts by status, `monitor.reconcile.sweep`) runs on this
+stage's thread too, on one sidecar of all those sharing a database: the lease's holder.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import ReconcileSettings
@@ -37,6 +35,8 @@ from monitor.reconcile.collectors import ReconcileCollector, SweepLeaderCollecto
 from monitor.reconcile.findings import ClaimCheck, Finding, FindingBook
 from monitor.reconcile.lease import SweepLease
 from monitor.reconcile.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
+from monitor.reconcile.pending import PendingClaims, Waiting
+from monitor.reconcile.sweep import StuckSweep
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -44,17 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("monitor.reconcile")  # the name operators filter on: see monitor.logs
 
 STOP_WAIT_SECONDS = 0.5
-PendingChange = tuple[Claim, float] | None  # (claim, seen_at) added, or None: settled
 OUTCOMES = ("confirmed", "status_mismatch", "not_found", "invalid_id", "error")
-
-
-@dataclass(slots=True)  # 100,000 of them wait through a MongoDB outage: kept small
-class _Pending:
-    claim: Claim
-    seen_at: float  # wall time the claim was read: grace and deadline count from here
-    next_check: float
-    attempts: int = 0
-    last_error: str = ""
 
 
 @dataclass
@@ -86,11 +76,7 @@ class Reconciler:
     ) -> None:
         self.settings = settings
         self.mongo = mongo
-        stuck = settings.stuck
-        if lease is None and stuck.enabled and stuck.lease_collection:
-            lease = SweepLease(mongo, stuck.lease_collection, stuck.lease_duration)
-        # None: no lease (sweep disabled, or lease_collection ""): an enabled sidecar sweeps on its own.
-        self.lease = lease if stuck.enabled else None
+        self.sweep = StuckSweep(settings.stuck, mongo, lease, clock)
         self.stats = ReconcileStats()
         for name in claim_names:
             for outcome in OUTCOMES:
@@ -98,11 +84,7 @@ class Reconciler:
         self.book = FindingBook(settings.findings_kept)
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], _Pending] = {}
-        # What changed in `_pending` since the checkpoint last took it: (claim, seen_at), or None.
-        self._changes: dict[tuple[str, str], PendingChange] = {}
-        self._reported_stuck: dict[str, None] = {}
-        self._next_sweep = 0.0
+        self._pending = PendingClaims(settings.max_pending)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,11 +105,10 @@ class Reconciler:
                     detail = "not a 24-hex-digit ObjectId: never queried"
                     self._decide(claim, "invalid_id", None, now, detail=detail)
                     continue
-                if len(self._pending) >= self.settings.max_pending:
+                if self._pending.full:
                     self.stats.dropped += 1
                     continue
-                self._pending[claim.key] = _Pending(claim, now, now + self.settings.grace_seconds)
-                self._changes[claim.key] = (claim, now)
+                self._pending.add(claim, now, now + self.settings.grace_seconds)
             self.stats.pending = len(self._pending)
             self.book.publish()
 
@@ -146,7 +127,7 @@ class Reconciler:
             # The thread releases the lease on its way out (bounded by the same wait).
             self._thread.join(timeout=STOP_WAIT_SECONDS)
         else:
-            self._release_lease()  # never started: the caller is the client's owner
+            self.sweep.release()  # never started: the caller is the client's owner
         self.mongo.close()
 
     def _loop(self) -> None:
@@ -158,7 +139,7 @@ class Reconciler:
                 log.exception("reconcile round failed; retrying")
             self._wake.wait(1.0)
             self._wake.clear()
-        self._release_lease()
+        self.sweep.release()
 
     def run_once(self) -> None:
         """One round: every due claim checked (in batches), then the stuck sweep if due."""
@@ -168,18 +149,13 @@ class Reconciler:
                 break
             if not self._check(due):
                 break  # MongoDB unreachable: try again next round
-        if self.settings.stuck.enabled and self._clock() >= self._next_sweep:
-            self._next_sweep = self._clock() + self.settings.stuck.interval_seconds
-            if self._lead():
-                self._sweep()
+        self._report_stuck(self.sweep.run_if_due())
 
-    def _due(self, now: float) -> list[_Pending]:
+    def _due(self, now: float) -> list[Waiting]:
         with self._lock:
-            due = [p for p in self._pending.values() if p.next_check <= now]
-        due.sort(key=lambda p: p.next_check)
-        return due[: self.settings.batch_size]
+            return self._pending.due(now, self.settings.batch_size)
 
-    def _check(self, batch: list[_Pending]) -> bool:
+    def _check(self, batch: list[Waiting]) -> bool:
         ids = sorted({p.claim.analysis_id for p in batch})
         error = ""
         try:
@@ -202,7 +178,7 @@ class Reconciler:
             self.book.publish()  # one line per analysis, with every claim of it decided in this batch
         return True
 
-    def _judge(self, pending: _Pending, documents: dict[str, dict] | None, error: str, now: float) -> None:
+    def _judge(self, pending: Waiting, documents: dict[str, dict] | None, error: str, now: float) -> None:
         claim = pending.claim
         pending.attempts += 1
         document = None if documents is None else documents.get(claim.analysis_id)
@@ -223,10 +199,9 @@ class Reconciler:
             self._decide(claim, "status_mismatch" if document else "not_found", document, now)
 
     def _settle(self, claim: Claim) -> None:
-        del self._pending[claim.key]
-        self._changes[claim.key] = None
+        self._pending.settle(claim)
 
-    def _postpone(self, batch: list[_Pending]) -> None:
+    def _postpone(self, batch: list[Waiting]) -> None:
         retry = self._clock() + self.settings.recheck_interval_seconds
         with self._lock:
             for pending in batch:
@@ -244,50 +219,21 @@ class Reconciler:
 
     def sweep_leader(self) -> bool:
         """Whether this sidecar runs the stuck sweep: enabled, and holding the lease if there is one."""
-        if not self.settings.stuck.enabled:
-            return False
-        return self.lease is None or self.lease.held
+        return self.sweep.leader
 
-    def _lead(self) -> bool:
-        """Take or renew the lease just before a sweep; a sidecar without it exports no sweep results,
-        so that `max` or `sum` over the replicas counts the analyses once."""
-        if self.lease is None or self.lease.hold():
-            return True
-        self._forget_sweep()
-        return False
+    @property
+    def lease(self) -> SweepLease | None:
+        return self.sweep.lease
 
-    def _forget_sweep(self) -> None:
-        with self._lock:
-            self.stats.stuck = None
-            self.stats.by_status = {}
-
-    def _release_lease(self) -> None:
-        if self.lease is not None:
-            self.lease.release()  # if held
-            self._forget_sweep()
-
-    def _sweep(self) -> None:
-        stuck = self.settings.stuck
-        try:
-            count, oldest = self.mongo.count_stuck(timedelta(seconds=stuck.max_analysis_seconds))
-            by_status = self.mongo.counts_by_status(timedelta(seconds=stuck.window_seconds))
-        except (MongoUnavailableError, MongoQueryError) as exc:
-            log.warning("stuck sweep skipped: %s", exc)
+    def _report_stuck(self, documents: list[dict]) -> None:
+        if not documents:
             return
         now = self._clock()
+        detail = f"still pending more than {self.settings.stuck.max_analysis_seconds:.0f} s after created_at"
+        check = ClaimCheck("stuck_pending", "stuck", ["completed", "failed", "cancelled"], "")
         with self._lock:
-            self.stats.stuck = count
-            self.stats.by_status = by_status
-            for document in oldest:
-                analysis_id = str(document.get("_id"))
-                if analysis_id in self._reported_stuck:
-                    continue
-                self._reported_stuck[analysis_id] = None
-                if len(self._reported_stuck) > 10_000:  # bounded memory of what was said
-                    self._reported_stuck.pop(next(iter(self._reported_stuck)))
-                check = ClaimCheck("stuck_pending", "stuck", ["completed", "failed", "cancelled"], "")
-                detail = f"still pending more than {self.settings.stuck.max_analysis_seconds:.0f} s after created_at"
-                self.book.add(analysis_id, check, document, now, detail)
+            for document in documents:
+                self.book.add(str(document.get("_id")), check, document, now, detail)
             self.book.publish()
 
     # -- state -------------------------------------------------------------------------
@@ -298,8 +244,7 @@ class Reconciler:
         """The counters, and the pending claims added (claim, seen_at) or settled (None) since the last
         call, taken together: a claim settled is never saved as both counted and still pending."""
         with self._lock:
-            changes, self._changes = self._changes, {}
-            return self._counter_rows(), changes
+            return self._counter_rows(), self._pending.take_changes()
 
     def _counter_rows(self) -> dict[tuple[str, ...], float]:
         rows: dict[tuple[str, ...], float] = {
@@ -326,10 +271,10 @@ class Reconciler:
         now = self._clock()
         with self._lock:
             for claim, seen in pending:
-                if len(self._pending) >= self.settings.max_pending:
+                if self._pending.full:
                     break
                 if is_object_id(claim.analysis_id):
-                    self._pending[claim.key] = _Pending(claim, seen, max(now, seen + self.settings.grace_seconds))
+                    self._pending.restore(claim, seen, max(now, seen + self.settings.grace_seconds))
             self.stats.pending = len(self._pending)
             return len(self._pending)
 
@@ -339,14 +284,14 @@ class Reconciler:
 
     def stats_snapshot(self) -> ReconcileStats:
         """A copy for a scrape on another thread (the sweep's results only while this sidecar runs it)."""
-        leader = self.sweep_leader()
+        swept = self.sweep.result()
         with self._lock:
             return ReconcileStats(
                 dict(self.stats.checks),
                 len(self._pending),
                 self.stats.dropped,
-                self.stats.stuck if leader else None,
-                dict(self.stats.by_status) if leader else {},
+                swept.stuck,
+                dict(swept.by_status),
                 self.stats.delay.copy(),
                 dict(self.book.not_persisted),
             )

@@ -99,7 +99,9 @@ class Checkpoint:
         """The saved state, or None when there is none or it cannot be trusted (reported, set aside)."""
         legacy = self.directory / LEGACY_FILE
         if not self.path.exists() and legacy.exists():
-            self._migrate(legacy)
+            from monitor.run.legacy_state import migrate  # only ever needed once
+
+            migrate(legacy, self.path, self._save_now, self._clock)
         if not self.path.exists():
             return None
         try:
@@ -202,6 +204,13 @@ class Checkpoint:
             self.saves += 1
             return True
 
+    def _save_now(self, snapshot: Snapshot) -> bool:
+        """Stage and write one snapshot, then let go of the database (a migration's one save)."""
+        self.stage(snapshot)
+        saved = self.flush()
+        self.close()
+        return saved
+
     def _write(self, snapshot: Snapshot) -> None:
         files = {(p.identity.dev, p.identity.ino): p for p in snapshot.positions}
         changed_files = [p for key, p in files.items() if self._written_files.get(key) != p]
@@ -256,39 +265,6 @@ class Checkpoint:
                 self._db.close()
             self._db = None
             self._schema_ready = False
-
-    # -- migration from format 1 -------------------------------------------------------------
-
-    def _migrate(self, legacy: Path) -> None:
-        from monitor.run.legacy_state import read_legacy  # only ever needed once
-
-        try:
-            snapshot = read_legacy(legacy)
-        except (OSError, ValueError) as exc:
-            kept = legacy.with_name(f"{LEGACY_FILE}.invalid-{int(self._clock())}")
-            with contextlib.suppress(OSError):
-                os.replace(legacy, kept)
-            log.error(
-                "checkpoint %s (previous format) cannot be migrated: %s. Kept it as %s and starting fresh",
-                legacy,
-                exc,
-                kept,
-            )
-            return
-        self.stage(snapshot)
-        if not self.flush():
-            return
-        os.replace(legacy, legacy.with_name(f"{LEGACY_FILE}.migrated"))
-        log.info(
-            "migrated checkpoint %s to %s: %d file position(s), %d pending claim(s); the old file is kept as %s",
-            legacy,
-            self.path,
-            len(snapshot.positions),
-            len(snapshot.pending),
-            f"{LEGACY_FILE}.migrated",
-        )
-        self.close()
-
 
 _FILE_COLUMNS = 'dev, ino, stream, path, real_path, fp_len, fp, "offset", size'
 

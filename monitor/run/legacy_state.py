@@ -1,4 +1,4 @@
-"""Reading a checkpoint of format version 1 (`state.json`), once, to migrate it to `state.db`.
+"""Migrating a checkpoint of format version 1 (`state.json`), once, to `state.db`.
 
 Format 1 was one JSON document rewritten whole on every save. Its content is
 turned into the rows each owner now keeps (see `monitor.run.checkpoint`), and
@@ -7,15 +7,50 @@ checked with the same rules as a restore: nothing impossible is carried over.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from monitor.reconcile.claims import Claim
 from monitor.run.snapshot import Key, Snapshot, position_from_row, summarize, valid_count
 
+log = logging.getLogger("monitor.checkpoint")  # the name operators filter on: see monitor.logs
+
 VERSION = 1
 FOLLOW_COUNTERS = ("rotations", "truncations", "read_errors", "lost_files")
+
+
+def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock: Callable[[], float]) -> None:
+    """Read `legacy` (`state.json`), save its snapshot to `target` in the new format, and rename
+    it `state.json.migrated`. A file that cannot be read is kept as `state.json.invalid-<time>`."""
+    try:
+        snapshot = read_legacy(legacy)
+    except (OSError, ValueError) as exc:
+        kept = legacy.with_name(f"{legacy.name}.invalid-{int(clock())}")
+        with contextlib.suppress(OSError):
+            os.replace(legacy, kept)
+        log.error(
+            "checkpoint %s (previous format) cannot be migrated: %s. Kept it as %s and starting fresh",
+            legacy,
+            exc,
+            kept,
+        )
+        return
+    if not save(snapshot):
+        return
+    os.replace(legacy, legacy.with_name(f"{legacy.name}.migrated"))
+    log.info(
+        "migrated checkpoint %s to %s: %d file position(s), %d pending claim(s); the old file is kept as %s",
+        legacy,
+        target,
+        len(snapshot.positions),
+        len(snapshot.pending),
+        f"{legacy.name}.migrated",
+    )
 
 
 def read_legacy(path: Path) -> Snapshot:

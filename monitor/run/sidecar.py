@@ -4,21 +4,16 @@ follow (the follower, driven by `FollowLoop`) -> scan (`Pipeline`) -> metrics an
 reconcile; the checkpoint (`Checkpoint`) keeps what must survive a restart and
 the HTTP server answers scrapes and health checks.
 
-Every scrape of /metrics first stages a checkpoint and then renders the
-metrics under the follow loop's lock, and the response is sent only once the
-checkpoint is on disk. So Prometheus never sees a value the checkpoint does
-not hold: after `kill -9` the counters continue from exactly what was last
-scraped, and the lines after the checkpointed offsets are counted once.
+`SidecarState` (`monitor.run.state`) cuts, saves and restores the parts' state:
+every scrape is answered only once what it shows is on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -36,7 +31,7 @@ from monitor.run.assemble import RunOptions, follow_settings, load_and_compile, 
 from monitor.run.checkpoint import Checkpoint
 from monitor.run.loop import FollowLoop
 from monitor.run.pipeline import Pipeline
-from monitor.run.snapshot import Snapshot
+from monitor.run.state import SidecarState
 
 log = logging.getLogger("monitor.sidecar")  # the name operators filter on: see monitor.logs
 
@@ -110,13 +105,12 @@ class Sidecar:
             metric_prefix=config.metrics.self_prefix,
         )
         self.pipeline = Pipeline(matcher, config.scan.max_line_bytes, self.metrics)
-        self.checkpoint = Checkpoint(options.state_dir or config.state.directory)
         self.loop = FollowLoop(
             self.follower,
             self.pipeline,
             config.follow,
             config.state.checkpoint_interval_seconds,
-            self.save,
+            self.save,  # through self.state, built below: it takes the loop's lock
             waker=Waker(metric_prefix=config.metrics.self_prefix),
             clock=clock,
         )
@@ -126,6 +120,14 @@ class Sidecar:
         if self.reconciler is not None:
             reconciler = self.reconciler
             self.pipeline.sinks.append(lambda stream, events: reconciler.submit(self._extractor.claims(events, stream)))
+        self.state = SidecarState(
+            Checkpoint(options.state_dir or config.state.directory),
+            self.loop.lock,
+            self.follower,
+            self.pipeline,
+            self.metrics,
+            self.reconciler,
+        )
         self._reload_requested = False
         self.server: MetricsServer | None = None
 
@@ -133,7 +135,8 @@ class Sidecar:
 
     def start(self) -> None:
         """Restore the checkpoint, start watching and serving (StartError if it cannot listen)."""
-        self._restore()
+        config = self.loaded.config
+        self.state.restore(config.follow.start_at, config.reconcile.max_pending)
         host, port = self.listen
         try:
             self.server = MetricsServer(host, port, self.endpoints(), self.security).start()
@@ -149,7 +152,7 @@ class Sidecar:
             ", ".join(f"{s.name}={'|'.join(s.paths)}" for s in self.streams),
             host,
             self.server.port,
-            self.checkpoint.path,
+            self.state.checkpoint.path,
         )
 
     def run(self) -> None:
@@ -165,6 +168,10 @@ class Sidecar:
         """Ask the loop to end (safe from a signal handler or another thread)."""
         self.loop.stop()
 
+    def save(self) -> bool:
+        """A consistent cut of every part's state, written (False, counted and logged, if it failed)."""
+        return self.state.save()
+
     def request_reload(self) -> None:
         self._reload_requested = True
         self.loop.waker.event.set()
@@ -179,72 +186,7 @@ class Sidecar:
             self.save()  # claims settled while it stopped
         with self.loop.lock:
             self.follower.close()
-        self.checkpoint.close()
-
-    # -- the checkpoint ------------------------------------------------------------------
-
-    def save(self) -> bool:
-        """Stage a consistent cut and write it (what the loop does when files change or time is due)."""
-        with self.loop.lock:
-            self.checkpoint.stage(self._cut())
-        return self._flush()
-
-    @contextlib.contextmanager
-    def _scrape(self) -> Iterator[None]:
-        # The cut is taken and the metrics rendered under one lock hold, so the response shows
-        # exactly what is saved; the write runs after the lock is released (the follow loop goes
-        # on) and before the response is sent.
-        with self.loop.lock:
-            self.checkpoint.stage(self._cut())
-            yield
-        self._flush()
-
-    def _flush(self) -> bool:
-        saved = self.checkpoint.flush()
-        if not saved:
-            self.metrics.count("checkpoint_failures")
-        return saved
-
-    def _cut(self) -> Snapshot:
-        positions = [
-            # A partial last line is not counted yet: resume at its start after a restart.
-            dataclasses.replace(p, offset=max(p.offset - self.pipeline.held_bytes(serial), 0))
-            for serial, p in self.follower.positions()
-        ]
-        counters = {"metrics": self.metrics.counter_rows(), "follow": self.follower.counter_rows()}
-        pending = {}
-        if self.reconciler is not None:
-            counters["reconcile"], pending = self.reconciler.checkpoint_share()
-        return Snapshot(positions, counters, pending)
-
-    def _restore(self) -> None:
-        restored = self.checkpoint.load()
-        if restored is None:
-            log.info(
-                "no checkpoint in %s: first start, reading from the %s of existing files",
-                self.checkpoint.directory,
-                self.loaded.config.follow.start_at,
-            )
-            return
-        self.metrics.restore_counters(restored.counters.get("metrics", {}))
-        self.follower.restore_counters(restored.counters.get("follow", {}))
-        self.follower.restore(restored.positions, restored.saved_at)
-        waiting = ""
-        if self.reconciler is not None:
-            self.reconciler.restore_counters(restored.counters.get("reconcile", {}))
-            taken = self.reconciler.restore_pending(self.checkpoint.pending())
-            waiting = f", {taken} pending MongoDB check(s)"
-            if taken < restored.pending_count:
-                log.warning(
-                    "checkpoint holds %d pending claims, reconcile.max_pending is %d: the other %d stay saved "
-                    "and are checked after a restart with a higher limit",
-                    restored.pending_count,
-                    self.loaded.config.reconcile.max_pending,
-                    restored.pending_count - taken,
-                )
-        elif restored.pending_count:
-            log.info("%d pending MongoDB check(s) stay saved until a MongoDB URL is given", restored.pending_count)
-        log.info("resumed from checkpoint: %d file position(s)%s", len(restored.positions), waiting)
+        self.state.checkpoint.close()
 
     # -- endpoints, reload ------------------------------------------------------------
 
@@ -252,7 +194,7 @@ class Sidecar:
         findings = self.reconciler.recent_findings if self.reconciler is not None else list
         return Endpoints(
             self.registry,
-            scrape_guard=self._scrape,
+            scrape_guard=self.state.scrape,
             healthy=self._healthy,
             ready=self._ready,
             json_pages={"/findings": findings},

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.follow import Identity, Position
-from monitor.reconcile.claims import Claim
+from monitor.reconcile.pending import PendingChange
 
 MAX_REPORTED_PROBLEMS = 5
 
 Key = tuple[Any, ...]  # strings and nested tuples of strings: JSON-encoded in the database
-PendingChange = tuple[Claim, float] | None  # (claim, seen_at), or None: settled, delete it
 
 
 @dataclass
