@@ -227,12 +227,18 @@ def test_unit_tests_depend_on_every_for_and_keep_firing_for(tmp_path):
             stderr=subprocess.STDOUT,  # promtool reports failures on stderr
             text=True,
         )
-    for key, run in runs.items():
-        output, _ = run.communicate(timeout=120)
-        expected = {rule["alert"] for rule in ALERT_RULES if key in rule}
-        assert expected, key
-        assert run.returncode != 0
-        assert expected - failing_alerts(output) == set(), f"the unit tests do not notice a missing `{key}:`"
+    try:
+        for key, run in runs.items():
+            output, _ = run.communicate(timeout=120)
+            expected = {rule["alert"] for rule in ALERT_RULES if key in rule}
+            assert expected, key
+            assert run.returncode != 0
+            assert expected - failing_alerts(output) == set(), f"the unit tests do not notice a missing `{key}:`"
+    finally:  # a failure above leaves no promtool running
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+            run.communicate()
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing():

@@ -341,7 +341,12 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
         env={**os.environ, "COLUMNS": "100"},
     )
     os.close(slave)
-    out, _ = process.communicate(timeout=120)
+    try:
+        out, _ = process.communicate(timeout=120)
+    finally:  # a scan that hangs is not left behind
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     terminal = b""
     while True:
         try:

@@ -31,8 +31,8 @@ RANKS = {
 }
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -47,13 +47,11 @@ def _imports(path: Path) -> set[str]:
     return {n for n in names if n == "monitor" or n.startswith("monitor.")}
 
 
-def _graph() -> dict[str, set[str]]:
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {}
-    for name, path in modules.items():
-        # `from monitor.x import y` names module monitor.x.y when y is a module, else monitor.x
-        graph[name] = {i for i in _imports(path) if i in modules and i != name}
-    return graph
+def _graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the modules of the package it imports (`from monitor.x import y` names
+    module monitor.x.y when y is a module, else monitor.x)."""
+    modules = {_module_name(p, package.parent): p for p in package.rglob("*.py")}
+    return {name: {i for i in _imports(path) if i in modules and i != name} for name, path in modules.items()}
 
 
 def _part(module: str) -> str:
@@ -61,22 +59,16 @@ def _part(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def test_every_part_has_a_rank():
-    assert {_part(m) for m in _graph()} <= set(RANKS), "a new package or top module: give it a rank here"
-
-
-def test_no_module_imports_from_a_later_stage():
-    upward = [
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return [
         f"{module} imports {target}"
-        for module, targets in _graph().items()
-        for target in targets
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
         if _part(target) != _part(module) and RANKS[_part(target)] >= RANKS[_part(module)]
     ]
-    assert upward == []
 
 
-def test_no_import_cycle():
-    graph = _graph()
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state: dict[str, int] = {}  # 1 on the current path, 2 done
     cycles: list[list[str]] = []
 
@@ -92,15 +84,44 @@ def test_no_import_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert cycles == []
+    return cycles
 
 
-def test_the_checker_sees_an_arrow_up(tmp_path):
-    """The checks above can fail: an import of the sidecar from the scan stage is seen."""
-    probe = PACKAGE / "scan" / "matcher.py"
-    assert "monitor.run" not in str(_imports(probe))
-    source = probe.read_text() + "\nfrom monitor.run.sidecar import Sidecar\n"
-    copy = tmp_path / "matcher.py"
-    copy.write_text(source)
-    assert "monitor.run.sidecar" in _imports(copy)
-    assert RANKS[_part("monitor.run.sidecar")] > RANKS[_part("monitor.scan.matcher")]
+def test_every_part_has_a_rank():
+    assert {_part(m) for m in _graph()} <= set(RANKS), "a new package or top module: give it a rank here"
+
+
+def test_no_module_imports_from_a_later_stage():
+    assert _upward(_graph()) == []
+
+
+def test_no_import_cycle():
+    assert _cycles(_graph()) == []
+
+
+def test_the_checks_see_an_arrow_up_a_sideways_arrow_and_a_cycle(tmp_path):
+    """The checks can fail: a small package with each fault, lazy imports included."""
+    package = tmp_path / "monitor"
+    for name, source in {
+        "__init__.py": "",
+        "config.py": "",
+        "scan/__init__.py": "",
+        "scan/matcher.py": "def f():\n    from monitor.run.sidecar import Sidecar\n",
+        "run/__init__.py": "",
+        "run/sidecar.py": "from monitor.scan import matcher\nfrom monitor.incident.verify import x\n",
+        "run/a.py": "import monitor.run.b\n",
+        "run/b.py": "from monitor.run.a import y\n",
+        "incident/__init__.py": "",
+        "incident/verify.py": "from monitor.config import Config\n",
+    }.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(source)
+    graph = _graph(package)
+    assert _upward(graph) == [
+        "monitor.run.sidecar imports monitor.incident.verify",
+        "monitor.scan.matcher imports monitor.run.sidecar",
+    ]
+    assert _cycles(graph) == [
+        ["monitor.run.a", "monitor.run.b", "monitor.run.a"],
+        ["monitor.run.sidecar", "monitor.scan.matcher", "monitor.run.sidecar"],
+    ]

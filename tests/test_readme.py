@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -66,7 +67,13 @@ def test_readme_command(command, tmp_path, mongo):
     }
     if " run " in f" {mapped} ":
         process = subprocess.Popen(
-            ["bash", "-c", mapped], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            ["bash", "-c", mapped],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group: a failure below stops bash and what it started
         )
         try:
             import urllib.request
@@ -83,7 +90,9 @@ def test_readme_command(command, tmp_path, mongo):
             assert process.wait(timeout=10) == 0
         finally:
             if process.poll() is None:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
             process.stderr.close()
         return
     result = subprocess.run(["bash", "-c", mapped], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

@@ -358,7 +358,7 @@ def test_hostile_ids_cost_a_bounded_amount_in_findings_and_the_log(mongo, caplog
     reconciler.stop()
 
 
-# --- the stuck sweep runs on the lease holder only (tests/test_lease.py: three sidecars) ----------
+# --- the stuck sweep runs on the lease holder only (tests/reconcile/test_lease.py: three sidecars) ----------
 
 
 def test_the_reconcile_thread_takes_the_lease_and_releases_it_when_stopped(mongo):
