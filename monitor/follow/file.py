@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from monitor.follow.identity import FINGERPRINT_BYTES, TAIL_BYTES, Identity, digest, matches
+from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, TAIL_BYTES, Identity, digest, matches
 from monitor.follow.items import FollowSettings, Position
 
 HEAD_CHECK_SECONDS = 1.0
@@ -57,6 +57,10 @@ class FollowedFile:
     tail: bytes = b""  # the last bytes read: still there, or the file was rewritten under us
     last_mtime: int = 0
     head_checked: float = 0.0
+    # Followed while it may still become a copy of another followed file (it was empty, or shorter
+    # than what was read of a file it starts like): not read until the follower decides what it is.
+    undecided: bool = False
+    head_key: bytes = b""  # its first MIN_COPY_FINGERPRINT bytes, once it has them: the table's index
 
     # -- decisions -------------------------------------------------------------------
 
@@ -118,6 +122,7 @@ class FollowedFile:
         self.serial = serial
         head = os.pread(self.handle.fileno(), FINGERPRINT_BYTES, 0)
         self.identity = Identity(self.identity.dev, self.identity.ino, len(head), digest(head))
+        self.head_key = head[:MIN_COPY_FINGERPRINT] if len(head) >= MIN_COPY_FINGERPRINT else b""
         self.offset, self.tail, self.last_size, self.last_mtime = 0, b"", 0, 0
 
     def remember_tail(self) -> None:
@@ -154,4 +159,6 @@ class FollowedFile:
             return False
         if identity.fp_len < FINGERPRINT_BYTES and len(head) > identity.fp_len:
             self.identity = Identity(identity.dev, identity.ino, len(head), digest(head))
+            if not self.head_key and len(head) >= MIN_COPY_FINGERPRINT:
+                self.head_key = head[:MIN_COPY_FINGERPRINT]
         return True

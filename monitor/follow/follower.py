@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from monitor.follow.discover import Discovery, watch_directories
 from monitor.follow.file import FollowedFile
 from monitor.follow.fs import REAL, FileSystem
-from monitor.follow.identity import is_copy, siblings
+from monitor.follow.identity import FINGERPRINT_BYTES, is_copy, siblings
 from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
 from monitor.follow.stats import FollowCollector, StreamStats, counter_rows, restore_counters
 from monitor.follow.table import FileTable, Opened, StartAt
@@ -131,6 +131,7 @@ class Follower:
     # -- discovery -------------------------------------------------------------------------
 
     def _resolve(self) -> None:
+        self._files.index_grown()
         for stream in self.streams:
             seen: set[tuple[int, int]] = set()
             rotated = False
@@ -160,27 +161,33 @@ class Follower:
     def _follow_new(self, stream: str, path: str) -> Opened | None:
         """Follow what `path` names now, unless it is a copy of a followed file (copytruncate, cp):
         a copy holds no new lines. If the original is then truncated, `_truncated` reads the copy
-        from the original's offset, so lines written just before the copy are not lost."""
-        at_end = self._opening_at_end
-        followed_here = [f for f in self._files if f.stream == stream]
+        from the original's offset, so lines written just before the copy are not lost.
 
-        def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
-            if any(is_copy(handle, st, f.identity, f.offset, f.tail) for f in followed_here):
+        A file that may still become a copy (empty, or shorter than what was read of a file it
+        starts like) is followed undecided: not read until `_decide` can tell what it is."""
+        at_end = self._opening_at_end
+        found: list[str] = []
+
+        def start_at(st: os.stat_result, head: bytes, handle: BinaryIO) -> int | None:
+            found.append(self._files.copy_verdict(handle, st, head, stream))
+            if found[-1] == "copy":
                 return None
             return st.st_size if at_end else 0
 
-        return self._open(stream, path, start_at)
+        opened = self._open(stream, path, start_at)
+        if opened is not None and opened.outcome == "opened":
+            opened.followed.undecided = found[-1] == "maybe" or opened.followed.last_size == 0
+        return opened
 
     def _catch_up(self, stream: StreamSpec) -> None:
         """Rotations faster than our passes: files that were created, written and rotated away
         between two looks. They sit beside the stream's paths under a rotated name, unknown to
         us, written to since our last look: read them whole."""
         since = self._last_resolve_wall - 1.0  # mtime granularity and clock skew margin
-        followed_here = [f for f in self._files if f.stream == stream.name]
 
         def start_at(st: os.stat_result, head: bytes, _handle: BinaryIO) -> int | None:
             # When in doubt (it starts like a file we follow or followed), it may be a copy: leave it.
-            if st.st_mtime < since or not head or self._files.read_before(head, followed_here):
+            if st.st_mtime < since or not head or self._files.read_before(head, stream.name):
                 return None
             return 0
 
@@ -213,7 +220,13 @@ class Follower:
                 yield from self._truncated(followed)
                 yield from self._examine(followed)  # and read what it holds now, in this same pass
             elif look.verdict == "grew":
-                yield from self._read(followed, look.size, followed.serial)
+                decided = self._decide(followed) if followed.undecided else "new"
+                if decided == "new":
+                    yield from self._read(followed, look.size, followed.serial)
+                elif decided == "copy":  # holds no new lines: a truncation of its original hands over
+                    self._files.remove(followed)
+                    yield End(followed.stream, followed.serial, "copy")
+                    return
         except OSError as exc:
             self.stats[followed.stream].read_errors += 1
             log.warning("stream %s: reading %s failed: %s; will reopen", followed.stream, followed.path, exc)
@@ -225,6 +238,15 @@ class Follower:
             yield End(followed.stream, followed.serial, look.verdict)
         elif look.verdict == "flush":
             yield Flush(followed.stream, followed.serial)
+
+    def _decide(self, followed: FollowedFile) -> str:
+        """A file followed undecided has bytes now: a copy, maybe one still (looked at again next
+        pass, nothing read), or a file of its own (read from where it was opened)."""
+        handle = followed.handle
+        head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+        found = self._files.copy_verdict(handle, os.fstat(handle.fileno()), head, followed.stream)
+        followed.undecided = found == "maybe"
+        return found
 
     def _read(self, followed: FollowedFile, size: int, serial: int) -> Iterator[Data]:
         for chunk in followed.read(size, self.settings, self._clock()):
@@ -241,6 +263,27 @@ class Follower:
         def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
             return offset if is_copy(handle, st, identity, offset, tail) else None
 
+        for copy in self._undecided_copies(followed):  # a copy followed while it was being written
+            copy.offset, copy.undecided = offset, False
+            copy.remember_tail()
+            copy.rotated, copy.first_path = True, ""
+            yield from self._read(copy, os.fstat(copy.handle.fileno()).st_size, followed.serial)
+            break
+        else:
+            yield from self._read_copy(followed, start_at)
+        yield End(followed.stream, followed.serial, "truncated")
+        self._files.renumber(followed)
+        self.busy = True
+
+    def _undecided_copies(self, original: FollowedFile) -> Iterator[FollowedFile]:
+        for other in self._files:
+            if other.undecided and other is not original and other.stream == original.stream:
+                st = os.fstat(other.handle.fileno())
+                if is_copy(other.handle, st, original.identity, original.offset, original.tail):
+                    yield other
+
+    def _read_copy(self, followed: FollowedFile, start_at: StartAt) -> Iterator[Item]:
+        """The truncated file's copy, found beside it, read on from where the original was read."""
         for path in siblings(followed.path, self._fs):
             opened = self._open(followed.stream, path, start_at)
             if opened is not None and opened.outcome == "opened":
@@ -249,14 +292,13 @@ class Follower:
                 size = os.fstat(copy.handle.fileno()).st_size
                 yield from self._read(copy, size, followed.serial)  # continues the truncated file's last line
                 break
-        yield End(followed.stream, followed.serial, "truncated")
-        self._files.renumber(followed)
-        self.busy = True
 
     # -- restore ---------------------------------------------------------------------------
 
     def _find_again(self, position: Position) -> None:
         opened = self._files.find_again(position, self._candidates(position))
+        if opened.outcome == "opened" and not position.offset:
+            opened.followed.undecided = True  # nothing read of it yet: what it is, is decided anew
         if opened.outcome == "opened" and opened.followed.offset < position.offset:
             self.stats[position.stream].truncations += 1  # truncated while we were down
             self._find_copy(position)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from monitor.follow.copies import Verdict, verdict
 from monitor.follow.file import FollowedFile
 from monitor.follow.fs import FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, matches
@@ -42,7 +43,13 @@ class FileTable:
         self._by_serial: dict[int, FollowedFile] = {}
         self._by_inode: dict[tuple[int, int], FollowedFile] = {}
         self._serial = 0
-        self._read_heads: deque[Identity] = deque(maxlen=256)  # files read before: their copies are not new
+        # Files read before, with how far: a file holding no more than that of one of them is a copy.
+        self._read_before: deque[tuple[Identity, int]] = deque(maxlen=256)
+        # Followed files by their first MIN_COPY_FINGERPRINT bytes: only files alike there are copies
+        # of each other. A file shorter than that at open is indexed once it has them (`index_grown`).
+        self._by_head: dict[bytes, dict[FollowedFile, None]] = {}
+        self._indexed_as: dict[FollowedFile, bytes] = {}
+        self._unindexed: dict[FollowedFile, None] = {}
         # Bumped whenever a file is opened, closed, moved or restarted: the caller checkpoints at
         # once then, because positions in files that rotation is about to move are worth saving.
         self.generation = 0
@@ -93,22 +100,28 @@ class FileTable:
             real_path=self._fs.where(handle),
         )
         followed.remember_tail()
+        if len(head) >= MIN_COPY_FINGERPRINT:
+            followed.head_key = head[:MIN_COPY_FINGERPRINT]
         self._by_serial[followed.serial] = followed
         self._by_inode[(identity.dev, identity.ino)] = followed
+        self._index(followed)
         self.generation += 1
         return Opened("opened", followed)
 
     def renumber(self, followed: FollowedFile) -> None:
         """A truncated file starts over under a new serial (its old partial line ends with the old one)."""
         self._remember(followed)
+        self._unindex(followed)
         del self._by_serial[followed.serial]
         self._serial += 1
         followed.start_over(self._serial)
         self._by_serial[followed.serial] = followed
+        self._index(followed)
         self.generation += 1
 
     def remove(self, followed: FollowedFile) -> None:
         self._remember(followed)
+        self._unindex(followed)
         self.generation += 1
         self._by_serial.pop(followed.serial, None)
         key = (followed.identity.dev, followed.identity.ino)
@@ -129,14 +142,57 @@ class FileTable:
         self.generation += 1
         return followed.left_stream(self._clock())
 
-    def read_before(self, head: bytes, stream_files: list[FollowedFile]) -> bool:
-        """Does `head` start like a file followed now or read before (so may be a copy of it)?"""
-        known = [f.identity for f in stream_files] + list(self._read_heads)
+    def read_before(self, head: bytes, stream: str) -> bool:
+        """Does `head` start like a file of `stream` followed now, or like any file read before
+        (so the file may be a copy of it)?"""
+        if any(matches(head, f.identity) for f in self.alike(head, stream)):
+            return True
+        young = (f for f in self._unindexed if f.stream == stream)
+        known = [f.identity for f in young] + [identity for identity, _ in self._read_before]
         return any(identity.fp_len and matches(head, identity) for identity in known)
+
+    def copy_verdict(self, handle: BinaryIO, st: os.stat_result, head: bytes, stream: str) -> Verdict:
+        """Is the file open as `handle` a copy of a file of `stream` (followed now, or read before
+        and holding no more than was read of it), maybe one still being written, or new?"""
+        found = verdict(handle, st, head, self.alike(head, stream))
+        if found == "new" and any(
+            identity.fp_len >= MIN_COPY_FINGERPRINT and st.st_size <= offset and matches(head, identity)
+            for identity, offset in self._read_before
+        ):
+            return "copy"
+        return found
+
+    def alike(self, head: bytes, stream: str) -> list[FollowedFile]:
+        """Followed files of `stream` whose first bytes are those of `head` (copies' possible sources)."""
+        if len(head) < MIN_COPY_FINGERPRINT:
+            return []
+        return [f for f in self._by_head.get(head[:MIN_COPY_FINGERPRINT], ()) if f.stream == stream]
+
+    def index_grown(self) -> None:
+        """Index the files that were too short at open and have read the bytes to be indexed by."""
+        for followed in [f for f in self._unindexed if f.head_key]:
+            del self._unindexed[followed]
+            self._index(followed)
+
+    def _index(self, followed: FollowedFile) -> None:
+        if followed.head_key:
+            self._indexed_as[followed] = followed.head_key
+            self._by_head.setdefault(followed.head_key, {})[followed] = None
+        else:
+            self._unindexed[followed] = None
+
+    def _unindex(self, followed: FollowedFile) -> None:
+        self._unindexed.pop(followed, None)
+        key = self._indexed_as.pop(followed, None)
+        same = self._by_head.get(key) if key is not None else None
+        if same is not None:
+            same.pop(followed, None)
+            if not same:
+                del self._by_head[key]
 
     def _remember(self, followed: FollowedFile) -> None:
         if followed.offset and followed.identity.fp_len:
-            self._read_heads.append(followed.identity)
+            self._read_before.append((followed.identity, followed.offset))
 
     # -- restore -------------------------------------------------------------------------
 
