@@ -83,8 +83,9 @@ class Follower:
             yield from self._examine(followed)
 
     def positions(self) -> list[tuple[int, Position]]:
-        """(serial, position) of every followed file, for the checkpoint."""
-        return [(f.serial, f.position()) for f in self._files]
+        """(serial, position) of every followed file, and of every checkpointed file still waited
+        for (serial 0: nothing read of it in this run), for the checkpoint."""
+        return [(f.serial, f.position()) for f in self._files] + [(0, p) for p in self._files.waiting()]
 
     def counter_rows(self) -> dict[tuple[str, ...], float]:
         return counter_rows(self.stats)
@@ -132,8 +133,11 @@ class Follower:
 
     def _resolve(self) -> None:
         self._files.index_grown()
+        for position, outcome in self._files.retry_waiting():
+            if outcome == "gone":
+                self._not_found_again(position)
         for stream in self.streams:
-            seen: set[tuple[int, int]] = set()
+            names: dict[FollowedFile, list[str]] = {}  # the names each followed file has now
             rotated = False
             for path, st in self._discovery.expand(stream):
                 followed = self._files.get(st.st_dev, st.st_ino)
@@ -142,9 +146,12 @@ class Follower:
                     followed = opened.followed if opened is not None else None
                     rotated |= opened is not None and opened.outcome == "opened" and self.resolved
                 if followed is not None and followed.stream == stream.name:
-                    seen.add((followed.identity.dev, followed.identity.ino))
-                    if self._files.moved(followed, path):
-                        self.stats[stream.name].rotations += 1
+                    names.setdefault(followed, []).append(path)
+            for followed, paths in names.items():
+                # A hard link names one file twice: it keeps the name it has, if that is one of them.
+                if self._files.moved(followed, followed.path if followed.path in paths else paths[0]):
+                    self.stats[stream.name].rotations += 1
+            seen = {(f.identity.dev, f.identity.ino) for f in names}
             for followed in self._files:
                 key = (followed.identity.dev, followed.identity.ino)
                 if followed.stream == stream.name and key not in seen and not followed.rotated:
@@ -303,8 +310,17 @@ class Follower:
             self.stats[position.stream].truncations += 1  # truncated while we were down
             self._find_copy(position)
             return
-        if opened.outcome != "declined":
-            return
+        if opened.outcome == "waiting":
+            log.info(
+                "stream %s: %s cannot be opened now; its saved position (%d bytes read) is kept until it can be",
+                position.stream,
+                position.path,
+                position.offset,
+            )
+        if opened.outcome == "declined":
+            self._not_found_again(position)
+
+    def _not_found_again(self, position: Position) -> None:
         if position.offset < position.size:
             self.stats[position.stream].lost_files += 1
             log.warning(

@@ -6,15 +6,34 @@ Tests swap single calls (rename a file between a `stat` and an `open`, fail a
 
 from __future__ import annotations
 
+import errno
 import glob
+import io
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 
+class NotRegularFileError(OSError):
+    """The name holds a FIFO, socket, device or directory now: never read by the follower."""
+
+
 def open_for_reading(path: str) -> BinaryIO:
-    return open(path, "rb", buffering=0)
+    """Open a regular file for reading, without ever blocking: a FIFO put where a log was (or
+    swapped in between a `stat` and this `open`) is opened non-blocking, seen and refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(errno.EINVAL, "not a regular file (FIFO, socket, device or directory)", path)
+        os.set_blocking(fd, True)
+        handle = io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    handle.name = path
+    return handle
 
 
 def path_of_handle(handle: BinaryIO) -> str:

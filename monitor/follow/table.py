@@ -50,6 +50,9 @@ class FileTable:
         self._by_head: dict[bytes, dict[FollowedFile, None]] = {}
         self._indexed_as: dict[FollowedFile, bytes] = {}
         self._unindexed: dict[FollowedFile, None] = {}
+        # Checkpointed files that exist but cannot be opened yet (permissions): their positions are
+        # kept, saved, and taken up by whoever opens the file first, so it is never read from 0.
+        self._waiting: dict[tuple[int, int], Position] = {}
         # Bumped whenever a file is opened, closed, moved or restarted: the caller checkpoints at
         # once then, because positions in files that rotation is about to move are worth saving.
         self.generation = 0
@@ -78,7 +81,11 @@ class FileTable:
                 handle.close()
                 return Opened("already", existing)
             head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
-            offset = start_at(st, head, handle)
+            waited = self._waiting.pop((st.st_dev, st.st_ino), None)
+            if waited is not None and matches(head, waited.identity):
+                offset = waited.offset if st.st_size >= waited.offset else 0  # 0: truncated meanwhile
+            else:
+                offset = start_at(st, head, handle)
         except BaseException:
             handle.close()
             raise
@@ -196,6 +203,37 @@ class FileTable:
 
     # -- restore -------------------------------------------------------------------------
 
+    def waiting(self) -> list[Position]:
+        """Positions of checkpointed files that could not be opened yet: saved as they were."""
+        return list(self._waiting.values())
+
+    def retry_waiting(self) -> list[tuple[Position, str]]:
+        """Open the waited-for files again under their own names; those gone (or replaced by
+        another file) are given up: (position, "opened" | "gone")."""
+        done = []
+        for key, position in list(self._waiting.items()):
+            try:
+                opened = self.open(position.stream, position.path, lambda *_: None)
+            except OSError:
+                if not self._is_the_file(position.path, position.identity):
+                    del self._waiting[key]
+                    done.append((position, "gone"))
+                continue
+            if opened.outcome == "opened":
+                opened.followed.first_path = position.path
+                done.append((position, "opened"))
+            else:  # rewritten meanwhile, or followed already under another name
+                self._waiting.pop(key, None)
+                done.append((position, "gone"))
+        return done
+
+    def _is_the_file(self, path: str, identity: Identity) -> bool:
+        try:
+            st = self._fs.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (identity.dev, identity.ino)
+
     def find_again(self, position: Position, candidates: Iterable[str], copy_only: bool = False) -> Opened:
         """Follow a checkpointed file again, found at the first candidate path that holds it.
 
@@ -217,7 +255,12 @@ class FileTable:
         for path in candidates:
             try:
                 opened = self.open(position.stream, path, start_at)
+            except FileNotFoundError:
+                continue
             except OSError:
+                if self._is_the_file(path, identity):  # there, but not readable now: wait for it
+                    self._waiting[(identity.dev, identity.ino)] = position
+                    return Opened("waiting")
                 continue
             if opened.outcome == "already" and (copy_only or not _same_file(opened.followed, identity)):
                 continue  # the name now holds another file we follow: look further

@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.follow import REAL as REAL_FS
 from monitor.follow import Data, End, FileSystem, Follower, FollowSettings, Identity, Position, StreamSpec
 from monitor.follow.identity import digest
 from monitor.scan.lines import LineFramer
@@ -458,6 +461,74 @@ def test_path_becomes_a_directory_a_symlink_loop_or_a_fifo(tmp_path, caplog):
     assert "pipe.log is not a regular file (FIFO" in messages
 
 
+def test_a_saved_path_that_became_a_fifo_does_not_hang_the_restart(tmp_path):
+    """Restore opens the saved names without a stat first: a FIFO there is refused, not waited on."""
+    log = tmp_path / "app.log"
+    write(log, 0, 10)
+    script = textwrap.dedent(
+        f"""
+        import os
+        from monitor.follow import Follower, FollowSettings, StreamSpec
+        spec = [StreamSpec("app", ({str(log)!r},))]
+        first = Follower(spec, FollowSettings(start_at="beginning"))
+        read = sum(len(i.data) for i in first.poll() if hasattr(i, "data"))
+        saved = [p for _, p in first.positions()]
+        first.close()
+        os.unlink({str(log)!r})
+        os.mkfifo({str(log)!r})
+        second = Follower(spec)
+        second.restore(saved)
+        list(second.poll())
+        print(read, second.stats["app"].read_errors)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["70", "1"]  # read before; the FIFO counted once as a problem
+
+
+def test_a_file_swapped_for_a_fifo_between_stat_and_open_is_refused_without_blocking(tmp_path, caplog):
+    log = tmp_path / "app.log"
+    log.touch()
+
+    def swapping_open(path: str):
+        if path == str(log) and log.is_file():
+            log.unlink()
+            os.mkfifo(log)  # after discovery's stat said "regular file"
+        return REAL_FS.open(path)
+
+    follower = Follower([StreamSpec("app", (str(log),))], FollowSettings(), fs=replace(REAL_FS, open=swapping_open))
+    with caplog.at_level(logging.WARNING):
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (Reader(follower).step(), done.set()), daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        if not done.is_set():  # unblock the open so the thread can end, then fail
+            os.close(os.open(log, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(timeout=5)
+    assert done.is_set(), "opening a FIFO blocked the follower"
+    assert follower.stats["app"].read_errors == 1
+    assert "not a regular file" in " ".join(r.message for r in caplog.records)
+    follower.close()
+
+
+def test_a_hard_link_of_a_followed_file_is_no_rotation_and_changes_nothing_while_idle(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    follower = follower_for(tmp_path / "*.log")
+    reader = Reader(follower).step()
+    n = write(log, 0, 5)
+    os.link(log, tmp_path / "backup.log")  # the same file under a second name the glob matches
+    reader.drain(3)
+    generation = follower.generation
+    reader.drain(5)
+    assert follower.generation == generation  # nothing moves: no checkpoint is due while idle
+    assert follower.stats["app"].rotations == 0
+    assert [p.path for _, p in follower.positions()] == [str(log)]
+    assert reader.numbers() == list(range(n))
+    follower.close()
+
+
 def test_permission_denied_is_counted_and_said_once(tmp_path):
     """Run as an unprivileged user (root reads everything): real EACCES, not a mocked one."""
     setpriv = shutil.which("setpriv")
@@ -486,6 +557,59 @@ def test_permission_denied_is_counted_and_said_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"read_errors": 1, "open": 0}
     assert result.stderr.count("Permission denied") == 1  # said once, though polled three times
+
+
+@pytest.fixture
+def shared_directory():
+    """A directory another user can reach (pytest's own are private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="follow-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_log_that_cannot_be_opened_at_restart_keeps_its_saved_position(shared_directory):
+    """chmod 000 while the sidecar is down: its saved position is kept (and saved) until the file
+    can be read again, then reading goes on from it. As an unprivileged user: real EACCES."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root to switch to an unprivileged user with setpriv")
+    log = shared_directory / "app.log"
+    write(log, 0, 10)
+    os.chown(log, 65534, 65534)  # the user below owns it: it may chmod it, not read it at 000
+    script = textwrap.dedent(
+        f"""
+        import json, os
+        from monitor.follow import Data, Follower, FollowSettings, StreamSpec
+        spec = [StreamSpec("app", ({str(log)!r},))]
+        first = Follower(spec, FollowSettings(start_at="beginning"))
+        list(first.poll())
+        saved = [p for _, p in first.positions()]
+        first.close()
+        with open({str(log)!r}, "a") as f:
+            f.writelines(f"line {{n}}\\n" for n in range(10, 25))
+        os.chmod({str(log)!r}, 0)
+        second = Follower(spec)
+        second.restore(saved)
+        data = b"".join(i.data for i in second.poll() if isinstance(i, Data))
+        kept = [(p.path, p.offset) for _, p in second.positions()]
+        os.chmod({str(log)!r}, 0o644)
+        data += b"".join(i.data for _ in range(2) for i in second.poll() if isinstance(i, Data))
+        print(json.dumps({{"kept": kept, "read": data.decode(), "lost": second.stats["app"].lost_files}}))
+        """
+    )
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["kept"] == [[str(log), 70]]  # saved while it could not be read
+    assert found["read"] == "".join(f"line {n}\n" for n in range(10, 25))  # on from there, once
+    assert found["lost"] == 0
 
 
 # --- properties: random writes, rotations of every kind and looks, checked against a model ------
