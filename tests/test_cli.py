@@ -29,6 +29,24 @@ def test_check_config_lists_rules_and_says_ok():
     assert "mongodb_operation_timeout" in result.stdout
 
 
+def test_check_config_shows_a_label_capped_by_a_number(write_config):
+    config = write_config(
+        """\
+        version: 1
+        rules:
+          - name: completed
+            severity: success
+            pattern: '✅ 分析完成状态已更新到数据库: (?P<analysis>\\S+)'
+            labels: {analysis: 1000}
+            examples: ['x | ✅ 分析完成状态已更新到数据库: 68f8741c3512a67997df93d2']
+        """
+    )
+    result = run_monitor("check-config", str(config), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "analysis: first 1000 values seen" in result.stdout
+    assert result.stderr == ""
+
+
 def test_check_config_takes_a_file_argument_or_flag(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "other.yaml")
     assert run_monitor("check-config", str(tmp_path / "other.yaml"), cwd=tmp_path).returncode == 0

@@ -53,10 +53,15 @@ def print_rules(rules: list[Rule], out: TextIO = sys.stdout) -> None:
     for column in ("rule", "severity", "pattern", "labels", "examples"):
         table.add_column(column, overflow="fold")
     for rule in rules:
-        labels = ", ".join(f"{k}: {'|'.join(v)}" for k, v in rule.labels.items())
+        labels = ", ".join(f"{k}: {_label_values(v)}" for k, v in rule.labels.items())
         style = SEVERITY_STYLE.get(rule.severity.value, "")
         table.add_row(rule.name, f"[{style}]{rule.severity.value}[/]", rule.pattern, labels, str(len(rule.examples)))
     _console(out).print(table)
+
+
+def _label_values(values: list[str] | int) -> str:
+    """A label's listed values, or its cap: the first N distinct values seen, the rest "other"."""
+    return "|".join(values) if isinstance(values, list) else f"first {values} values seen"
 
 
 def print_scan(summary: ScanSummary, out: TextIO = sys.stdout) -> None:
