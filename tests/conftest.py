@@ -14,6 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MONITOR = [sys.executable, "-m", "monitor"]
+# Every process a test starts runs the checkout under test, from whatever directory, even where the
+# interpreter has another checkout installed (editable): the sidecar's working directory is not REPO.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 # One real line per class, in the server's file format.
 LINE = (

@@ -38,8 +38,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str |
 
 
 class SidecarProcess:
-    def __init__(self, workdir: Path, *args: str, config: Path | None = None, env: dict | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        config: Path | None = None,
+        env: dict | None = None,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
+        self.wrapper = wrapper  # a command the sidecar runs under, e.g. prlimit
         self.port = free_port()
         self.args = args
         self.config = config or REPO / "config.yaml"
@@ -51,6 +59,7 @@ class SidecarProcess:
         self.stderr_file = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in wait())
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "monitor",

@@ -98,6 +98,7 @@ SIDECAR_METRICS = {
     "logmonitor_files_open",
     "logmonitor_behind_bytes",
     "logmonitor_skipped_files",
+    "logmonitor_descriptor_skipped_files",
     "logmonitor_last_read_timestamp_seconds",
 }
 # The sidecar's other own gauges: its version (always 1) and how it watches its files.

@@ -22,7 +22,7 @@ from monitor.follow.fs import REAL, FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, is_copy, siblings
 from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
 from monitor.follow.stats import FollowCollector, StreamStats, counter_rows, restore_counters
-from monitor.follow.table import FileTable, Opened, StartAt
+from monitor.follow.table import FileTable, Opened, OutOfDescriptorsError, StartAt
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -62,6 +62,7 @@ class Follower:
         self._opening_at_end = self.settings.start_at == "end"
         self._last_resolve_wall = 0.0
         self._catch_up_due = False
+        self._metric_prefix = metric_prefix
         if registry is not None:
             registry.register(FollowCollector(metric_prefix, self._gauged_stats))
 
@@ -101,6 +102,7 @@ class Follower:
         self._opening_at_end = False
         self._last_resolve_wall = saved_at
         self._catch_up_due = True
+        self._files.budget.refresh()
         names = {s.name for s in self.streams}
         for position in positions:
             if position.stream in names:
@@ -132,7 +134,10 @@ class Follower:
     # -- discovery -------------------------------------------------------------------------
 
     def _resolve(self) -> None:
+        self._files.budget.refresh()
         self._files.index_grown()
+        for stats in self.stats.values():
+            stats.descriptor_skipped_files = 0
         for position, outcome in self._files.retry_waiting():
             if outcome == "gone":
                 self._not_found_again(position)
@@ -160,6 +165,9 @@ class Follower:
                         self.stats[stream.name].rotations += 1
             if rotated or self._catch_up_due:
                 self._catch_up(stream)
+        for name, stats in self.stats.items():
+            if not stats.descriptor_skipped_files:
+                self._discovery.solved(f"descriptors:{name}")  # said again if it happens again
         self._catch_up_due = False
         self._opening_at_end = False
         self.resolved = True
@@ -211,11 +219,29 @@ class Follower:
             opened = self._files.open(stream, path, start_at)
         except FileNotFoundError:
             return None  # gone between listing and opening: the next pass sees the new state
+        except OutOfDescriptorsError:
+            self._out_of_descriptors(stream)
+            return None
         except OSError as exc:
             self._discovery.problem(stream, f"open:{path}", "cannot open %s: %s", path, exc.strerror or exc)
             return None
         self._discovery.solved(f"open:{path}")
         return opened
+
+    def _out_of_descriptors(self, stream: str) -> None:
+        stats = self.stats[stream]
+        stats.descriptor_skipped_files += 1
+        budget = self._files.budget
+        self._discovery.reported.once(
+            f"descriptors:{stream}",
+            "stream %s: not following every file: the process may open %d files (RLIMIT_NOFILE) and %d are "
+            "kept for the endpoint and the checkpoint; raise the limit (ulimit -n, the container runtime's "
+            "nofile) or narrow the stream's paths (%s_descriptor_skipped_files says how many)",
+            stream,
+            budget.limit,
+            budget.headroom,
+            self._metric_prefix,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 

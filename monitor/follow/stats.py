@@ -22,6 +22,8 @@ GAUGES = {
     "files_open": "Files of the stream currently followed.",
     "behind_bytes": "Bytes written to the stream's files but not read yet.",
     "skipped_files": "Files matching the stream's paths beyond follow.max_files_per_stream, not followed.",
+    "descriptor_skipped_files": "Files matching the stream's paths not followed: too few file descriptors left "
+    "(RLIMIT_NOFILE, less those kept for the endpoint and the checkpoint).",
     "last_read_timestamp_seconds": "When data was last read from the stream.",
 }
 
@@ -35,6 +37,7 @@ class StreamStats:
     read_errors: int = 0
     lost_files: int = 0
     skipped_files: int = 0
+    descriptor_skipped_files: int = 0
     files_open: int = 0
     behind_bytes: int = 0
     last_read_timestamp_seconds: float = 0.0

@@ -10,6 +10,7 @@ already in the table is refused there, so no caller can make it be read twice.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -17,10 +18,16 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from monitor.follow.copies import Verdict, verdict
+from monitor.follow.descriptors import DescriptorBudget
 from monitor.follow.file import FollowedFile
 from monitor.follow.fs import FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, matches
 from monitor.follow.items import Position
+
+
+class OutOfDescriptorsError(OSError):
+    """Opening one more file would leave too few descriptors for the rest of the process."""
+
 
 # Given the opened file's stat and first bytes: the offset to read from, or None to leave it.
 StartAt = Callable[[os.stat_result, bytes, BinaryIO], int | None]
@@ -37,9 +44,10 @@ class Opened:
 class FileTable:
     """Followed files by serial and by identity (device + inode), with the one-entry invariant."""
 
-    def __init__(self, fs: FileSystem, clock: Callable[[], float]) -> None:
+    def __init__(self, fs: FileSystem, clock: Callable[[], float], budget: DescriptorBudget | None = None) -> None:
         self._fs = fs
         self._clock = clock
+        self.budget = budget if budget is not None else DescriptorBudget()
         self._by_serial: dict[int, FollowedFile] = {}
         self._by_inode: dict[tuple[int, int], FollowedFile] = {}
         self._serial = 0
@@ -73,12 +81,19 @@ class FileTable:
         name), the handle is closed and the entry returned as `already`; if `start_at`
         declines it, as `declined`.
         """
-        handle = self._fs.open(path)
+        if not self.budget.take():
+            raise OutOfDescriptorsError(errno.EMFILE, "kept for the endpoint and the checkpoint", path)
+        try:
+            handle = self._fs.open(path)
+        except BaseException:
+            self.budget.give_back()
+            raise
         try:
             st = os.fstat(handle.fileno())
             existing = self._by_inode.get((st.st_dev, st.st_ino))
             if existing is not None:
                 handle.close()
+                self.budget.give_back()
                 return Opened("already", existing)
             head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
             waited = self._waiting.pop((st.st_dev, st.st_ino), None)
@@ -88,9 +103,11 @@ class FileTable:
                 offset = start_at(st, head, handle)
         except BaseException:
             handle.close()
+            self.budget.give_back()
             raise
         if offset is None:
             handle.close()
+            self.budget.give_back()
             return Opened("declined")
         identity = Identity(st.st_dev, st.st_ino, len(head), digest(head))
         self._serial += 1
@@ -135,6 +152,7 @@ class FileTable:
         if self._by_inode.get(key) is followed:
             del self._by_inode[key]
         followed.close()
+        self.budget.give_back()
 
     def moved(self, followed: FollowedFile, path: str) -> bool:
         """`followed` is now found at `path`; True if that is a rotation of it."""

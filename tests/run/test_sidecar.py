@@ -503,3 +503,33 @@ def test_a_log_only_sidecar_never_loads_the_mongodb_driver(tmp_path):
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.split() == ["None", "False", "False"], result.stderr
+
+
+def test_out_of_file_descriptors_the_endpoint_still_answers(tmp_path, sidecars):
+    """ulimit -n 120 and 100 files matching: the follower keeps descriptors free for the endpoint
+    and the checkpoint, follows what the rest allows, and says how many files it left out."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit (util-linux) not installed")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for n in range(100):
+        (logs / f"app-{n:03d}.log").touch()
+    wrapper = (prlimit, "--nofile=120:120", "--")
+    sidecar = sidecars(tmp_path, "--log", f"app={logs}/app-*.log", wrapper=wrapper).start()
+    assert sidecar.get("/healthz") == (200, "ok\n")
+    followed = sidecar.value("logmonitor_files_open", stream="app")
+    skipped = sidecar.value("logmonitor_descriptor_skipped_files", stream="app")
+    assert (followed + skipped, skipped > 0) == (100, True)
+    first = logs / "app-000.log"  # followed: files are taken in name order
+    append(first, TIMEOUT, 3)
+    wait_for(lambda: sidecar.events(RULE) == 3, what="3 timeouts in a followed file")
+    for _ in range(20):  # scrapes and health checks keep working
+        assert sidecar.get("/healthz")[0] == 200
+        assert sidecar.get("/metrics")[0] == 200
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.wait() == 0
+    said = sidecar.stderr()
+    assert said.count("not following every file") == 1, said
+    assert "Too many open files" not in said
+
