@@ -529,11 +529,20 @@ def test_a_hard_link_of_a_followed_file_is_no_rotation_and_changes_nothing_while
     follower.close()
 
 
-def test_permission_denied_is_counted_and_said_once(tmp_path):
-    """Run as an unprivileged user (root reads everything): real EACCES, not a mocked one."""
+def run_unprivileged(script: str) -> subprocess.CompletedProcess:
+    """Python code as user nobody (root reads everything): real EACCES, not a mocked one."""
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root to switch to an unprivileged user with setpriv")
+    unprivileged = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    result = subprocess.run(
+        [*unprivileged, sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_permission_denied_is_counted_and_said_once(tmp_path):
     tmp_path.chmod(0o755)
     secret = tmp_path / "app.log"
     secret.write_text("line 0\n")
@@ -547,14 +556,7 @@ def test_permission_denied_is_counted_and_said_once(tmp_path):
         "f.refresh_gauges()\n"
         "print(json.dumps({'read_errors': f.stats['app'].read_errors, 'open': f.stats['app'].files_open}))\n"
     )
-    result = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_unprivileged(script)
     assert json.loads(result.stdout) == {"read_errors": 1, "open": 0}
     assert result.stderr.count("Permission denied") == 1  # said once, though polled three times
 
@@ -571,9 +573,6 @@ def shared_directory():
 def test_a_log_that_cannot_be_opened_at_restart_keeps_its_saved_position(shared_directory):
     """chmod 000 while the sidecar is down: its saved position is kept (and saved) until the file
     can be read again, then reading goes on from it. As an unprivileged user: real EACCES."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root to switch to an unprivileged user with setpriv")
     log = shared_directory / "app.log"
     write(log, 0, 10)
     os.chown(log, 65534, 65534)  # the user below owns it: it may chmod it, not read it at 000
@@ -598,14 +597,7 @@ def test_a_log_that_cannot_be_opened_at_restart_keeps_its_saved_position(shared_
         print(json.dumps({{"kept": kept, "read": data.decode(), "lost": second.stats["app"].lost_files}}))
         """
     )
-    result = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_unprivileged(script)
     found = json.loads(result.stdout)
     assert found["kept"] == [[str(log), 70]]  # saved while it could not be read
     assert found["read"] == "".join(f"line {n}\n" for n in range(10, 25))  # on from there, once
@@ -626,67 +618,6 @@ OPERATIONS = st.lists(
 )
 
 
-@settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(operations=OPERATIONS)
-def test_every_line_is_read_exactly_once_whatever_the_rotations(operations):
-    """The model: every numbered line written is read once. Two things no follower can do are
-    left out: a file deleted before anyone looked at it (the follower holds looked-at files
-    open), and lines of a file copytruncated before 64 bytes of it were read (too little to
-    recognise its copy by); the writer waits while the copy is made, as logrotate requires."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        directory = Path(directory)
-        log = directory / "app.log"
-        log.touch()
-        reader = Reader(follower_for(log)).step()
-        n = 0
-        read_of_current = 0  # bytes of the current app.log present at the last look
-
-        def look() -> None:
-            nonlocal read_of_current
-            reader.step()
-            read_of_current = log.stat().st_size
-
-        for operation, count in operations:
-            if operation == "write":
-                n = write(log, n, count)
-            elif operation == "partial":  # a line written in two parts
-                with open(log, "ab") as f:
-                    f.write(b"line %d" % n)
-                with open(log, "ab") as f:
-                    f.write(b"\n")
-                n += 1
-            elif operation == "poll":
-                look()
-            elif operation == "rename":
-                for i in range(8, 0, -1):
-                    older = directory / f"app.log.{i}"
-                    if older.exists():
-                        older.rename(directory / f"app.log.{i + 1}")
-                log.rename(directory / "app.log.1")
-                log.touch()
-                read_of_current = 0
-            elif operation == "copytruncate":
-                if read_of_current < 64:
-                    look()
-                shutil.copyfile(log, directory / f"app.log.copy{n}")
-                os.truncate(log, 0)
-                read_of_current = 0
-            elif operation == "delete":
-                look()
-                log.unlink()
-                log.touch()
-                read_of_current = 0
-        reader.drain(4)
-        assert reader.numbers() == list(range(n))
-        reader.follower.close()
-
-
 GLOB_OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.integers(min_value=1, max_value=30)),
@@ -695,13 +626,24 @@ GLOB_OPERATIONS = st.lists(
     ),
     max_size=30,
 )
-
-
-@settings(
+PROPERTY_SETTINGS = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@PROPERTY_SETTINGS
+@given(operations=OPERATIONS)
+def test_every_line_is_read_exactly_once_whatever_the_rotations(operations):
+    """The model: every numbered line written is read once. Two things no follower can do are
+    left out: a file deleted before anyone looked at it (the follower holds looked-at files
+    open), and lines of a file copytruncated before 64 bytes of it were read (too little to
+    recognise its copy by); the writer waits while the copy is made, as logrotate requires."""
+    run_rotation_model(operations, glob=False)
+
+
+@PROPERTY_SETTINGS
 @given(operations=GLOB_OPERATIONS)
 def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written(operations):
     """The model above, following `app.log*`, which names the rotated files and the copies too.
@@ -709,15 +651,19 @@ def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written
     as with logrotate: a copy still being written must not be taken for a new file. Under 64 bytes
     a file (or a copy's first chunk) cannot be told from a new file that starts alike, so the model
     copies no shorter file and writes no shorter chunk."""
+    run_rotation_model(operations, glob=True)
+
+
+def run_rotation_model(operations: list[tuple[str, int]], glob: bool) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)
         log = directory / "app.log"
         log.touch()
-        reader = Reader(follower_for(directory / "app.log*")).step()
+        reader = Reader(follower_for(directory / "app.log*" if glob else log)).step()
         n = 0
-        read_of_current = 0
+        read_of_current = 0  # bytes of the current app.log present at the last look
 
         def look() -> None:
             nonlocal read_of_current
@@ -733,7 +679,7 @@ def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written
         for operation, count in operations:
             if operation == "write":
                 n = write(log, n, count)
-            elif operation == "partial":
+            elif operation == "partial":  # a line written in two parts
                 with open(log, "ab") as f:
                     f.write(b"line %d" % n)
                 with open(log, "ab") as f:
@@ -747,22 +693,12 @@ def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written
                 log.touch()
                 read_of_current = 0
             elif operation == "copytruncate":
-                while log.stat().st_size < 64:  # a shorter copy cannot be told from a new file
+                while glob and log.stat().st_size < 64:  # a shorter copy cannot be told from a new file
                     n = write(log, n, 1)
                 if read_of_current < 64:
                     look()
                 shift()
-                whole = log.read_bytes()
-                # Chunks as a copying tool writes them (logrotate: 4 KiB and up), none under 64 bytes.
-                cuts = [max(len(whole) * k // count, 64) for k in range(1, count + 1)]
-                with open(directory / "app.log.1", "wb") as copy:
-                    done = 0
-                    for cut in cuts:
-                        copy.write(whole[done:cut])
-                        copy.flush()
-                        done = cut
-                        if cut < len(whole):
-                            reader.step()  # a pass between two chunks of the copy
+                copy_in_chunks(log, directory / "app.log.1", max(count, 1), between=reader.step)
                 os.truncate(log, 0)
                 read_of_current = 0
             elif operation == "delete":
@@ -773,6 +709,21 @@ def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written
         reader.drain(4)
         assert reader.numbers() == list(range(n))
         reader.follower.close()
+
+
+def copy_in_chunks(source: Path, copy: Path, chunks: int, between) -> None:
+    """Copy as a copying tool writes (logrotate: 4 KiB and up, none under 64 bytes), calling
+    `between` (a pass of the follower) between two chunks."""
+    whole = source.read_bytes()
+    cuts = [max(len(whole) * k // chunks, 64) for k in range(1, chunks + 1)]
+    with open(copy, "wb") as f:
+        done = 0
+        for cut in cuts:
+            f.write(whole[done:cut])
+            f.flush()
+            done = cut
+            if cut < len(whole):
+                between()
 
 
 def test_a_rotated_file_written_again_after_a_quiet_hour_is_still_read(tmp_path):
