@@ -26,9 +26,15 @@ from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, TAI
 Verdict = Literal["copy", "maybe", "new"]
 
 
-def verdict(handle: BinaryIO, st: os.stat_result, head: bytes, sources: Iterable[FollowedFile]) -> Verdict:
-    """What the file open as `handle` (its fstat `st`, first bytes `head`) is to the followed
-    files `sources` (those alike in their first bytes): a copy of one, maybe one, or new."""
+def verdict(
+    handle: BinaryIO, st: os.stat_result, head: bytes, sources: Iterable[FollowedFile], path: str
+) -> Verdict:
+    """What the file open as `handle` (its fstat `st`, first bytes `head`), found at `path`, is to
+    the followed files `sources` (those alike in their first bytes): a copy of one, maybe one, or new.
+
+    A file found under the name a source had (the source was renamed away, or the name points
+    elsewhere now) is that name's next file, not a copy being written beside the source: it
+    can only be a copy if it holds all that was read (logrotate's `copy`), never "maybe"."""
     undecided = False
     digests: dict[int, str] = {}  # the candidate's fingerprint at each length a source has
     for source in sources:
@@ -42,7 +48,8 @@ def verdict(handle: BinaryIO, st: os.stat_result, head: bytes, sources: Iterable
                 continue  # starts otherwise: neither a copy nor one on its way
             if is_copy(handle, st, identity, source.offset, source.tail):
                 return "copy"
-        undecided = undecided or _may_become_copy(handle, st, head, source)
+        if path not in (source.path, source.first_path):
+            undecided = undecided or _may_become_copy(handle, st, head, source)
     return "maybe" if undecided else "new"
 
 

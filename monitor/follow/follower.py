@@ -184,7 +184,7 @@ class Follower:
         found: list[str] = []
 
         def start_at(st: os.stat_result, head: bytes, handle: BinaryIO) -> int | None:
-            found.append(self._files.copy_verdict(handle, st, head, stream))
+            found.append(self._files.copy_verdict(handle, st, head, stream, path))
             if found[-1] == "copy":
                 return None
             return st.st_size if at_end else 0
@@ -277,7 +277,7 @@ class Follower:
         pass, nothing read), or a file of its own (read from where it was opened)."""
         handle = followed.handle
         head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
-        found = self._files.copy_verdict(handle, os.fstat(handle.fileno()), head, followed.stream)
+        found = self._files.copy_verdict(handle, os.fstat(handle.fileno()), head, followed.stream, followed.path)
         followed.undecided = found == "maybe"
         return found
 

@@ -176,10 +176,10 @@ class FileTable:
         known = [f.identity for f in young] + [identity for identity, _ in self._read_before]
         return any(identity.fp_len and matches(head, identity) for identity in known)
 
-    def copy_verdict(self, handle: BinaryIO, st: os.stat_result, head: bytes, stream: str) -> Verdict:
-        """Is the file open as `handle` a copy of a file of `stream` (followed now, or read before
-        and holding no more than was read of it), maybe one still being written, or new?"""
-        found = verdict(handle, st, head, self.alike(head, stream))
+    def copy_verdict(self, handle: BinaryIO, st: os.stat_result, head: bytes, stream: str, path: str) -> Verdict:
+        """Is the file open as `handle` (found at `path`) a copy of a file of `stream` (followed now,
+        or read before and holding no more than was read of it), maybe one still being written, or new?"""
+        found = verdict(handle, st, head, self.alike(head, stream), path)
         if found == "new" and any(
             identity.fp_len >= MIN_COPY_FINGERPRINT and st.st_size <= offset and matches(head, identity)
             for identity, offset in self._read_before

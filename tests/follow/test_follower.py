@@ -397,6 +397,19 @@ def test_a_partial_copy_that_stays_partial_holds_nothing_new(tmp_path):
     assert reader.drain(3).numbers() == list(range(n))
 
 
+def test_the_next_file_under_a_renamed_files_name_is_read_even_if_it_starts_the_same(tmp_path):
+    """Identical lines (a fixed timestamp) in the new app.log after a rename rotation: the new file
+    is a prefix of the renamed one, byte for byte, yet it is the name's next file, not a copy."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"the same line\n" * 12)
+    reader = Reader(follower_for(log, start_at="beginning")).step()
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(b"the same line\n" * 3)
+    reader.drain(3)
+    assert len(reader.lines) == 15
+    reader.follower.close()
+
+
 def test_start_up_compares_a_new_file_with_the_files_that_start_alike_only(tmp_path, monkeypatch):
     """Whether a file is a copy is asked of the files that share its first 64 bytes, found by an
     index: following 3,000 files costs 3,000 small look-ups, not 3,000 x 3,000 comparisons."""
@@ -407,10 +420,10 @@ def test_start_up_compares_a_new_file_with_the_files_that_start_alike_only(tmp_p
         (tmp_path / f"app-{n:05d}.log").write_text(first * 20)
     compared = []
 
-    def counting_verdict(handle, st, head, sources):
+    def counting_verdict(handle, st, head, sources, path):
         sources = list(sources)
         compared.append(len(sources))
-        return copies.verdict(handle, st, head, sources)
+        return copies.verdict(handle, st, head, sources, path)
 
     monkeypatch.setattr(table, "verdict", counting_verdict)  # the real verdict, counted
     follower = follower_for(tmp_path / "app-*.log", max_files_per_stream=3000, start_at="beginning")
