@@ -60,8 +60,8 @@ class Follower:
         self._files = FileTable(fs, clock)
         self._discovery = Discovery(fs, self.stats, self.settings.max_files_per_stream)
         self._opening_at_end = self.settings.start_at == "end"
-        self._last_resolve_wall = 0.0
         self._catch_up_due = False
+        self._catch_up_since: float | None = None
         self._metric_prefix = metric_prefix
         if registry is not None:
             registry.register(FollowCollector(metric_prefix, self._gauged_stats))
@@ -94,19 +94,28 @@ class Follower:
     def restore_counters(self, rows: dict[tuple[str, ...], float]) -> None:
         restore_counters(self.stats, rows)
 
-    def restore(self, positions: list[Position], saved_at: float = 0.0) -> None:
-        """Resume from a checkpoint saved at wall time `saved_at`: find each file again (even renamed)
-        and read on from its offset. Files the checkpoint does not know are new: read them whole,
-        and so are files beside the stream's paths written since (created and rotated while we were down).
+    def restore(self, positions: list[Position], saved_at: float = 0.0, known: list[Position] | None = None) -> None:
+        """Resume from a checkpoint: find each file again (even renamed) and read on from its offset.
+        Files the checkpoint does not know are new: read them whole, and so are files beside the
+        stream's paths that are neither followed nor `known` (created and rotated while we were down).
+
+        `known` None: a checkpoint of a version that kept no such list; files beside the paths are
+        then taken as new only when written after `saved_at` (the wall clock of the save), once.
         """
         self._opening_at_end = False
-        self._last_resolve_wall = saved_at
         self._catch_up_due = True
+        self._catch_up_since = saved_at - 1.0 if known is None else None  # mtime granularity margin
+        for position in known or ():
+            self._files.know(position)
         self._files.budget.refresh()
         names = {s.name for s in self.streams}
         for position in positions:
             if position.stream in names:
                 self._find_again(position)
+
+    def known_files(self) -> list[Position]:
+        """Files known without being followed (read before, or there before the first start)."""
+        return self._files.known()
 
     def watch_directories(self) -> set[str]:
         """Directories whose changes should wake the follower (the nearest existing ones)."""
@@ -165,13 +174,16 @@ class Follower:
                         self.stats[stream.name].rotations += 1
             if rotated or self._catch_up_due:
                 self._catch_up(stream)
+            elif not self.resolved:  # the first start: what lies beside the paths was there before us
+                for sibling in self._discovery.rotated_siblings(stream):
+                    self._files.note_present(stream.name, sibling)
         for name, stats in self.stats.items():
             if not stats.descriptor_skipped_files:
                 self._discovery.solved(f"descriptors:{name}")  # said again if it happens again
         self._catch_up_due = False
+        self._catch_up_since = None
         self._opening_at_end = False
         self.resolved = True
-        self._last_resolve_wall = self._wall_clock()
 
     def _follow_new(self, stream: str, path: str) -> Opened | None:
         """Follow what `path` names now, unless it is a copy of a followed file (copytruncate, cp):
@@ -196,14 +208,16 @@ class Follower:
 
     def _catch_up(self, stream: StreamSpec) -> None:
         """Rotations faster than our passes: files that were created, written and rotated away
-        between two looks. They sit beside the stream's paths under a rotated name, unknown to
-        us, written to since our last look: read them whole."""
-        since = self._last_resolve_wall - 1.0  # mtime granularity and clock skew margin
+        between two looks. They sit beside the stream's paths under a rotated name, neither
+        followed nor known: read them whole. What is left unread becomes known."""
+        since = self._catch_up_since
 
         def start_at(st: os.stat_result, head: bytes, _handle: BinaryIO) -> int | None:
             # When in doubt (it starts like a file we follow or followed), it may be a copy: leave it.
-            if st.st_mtime < since or not head or self._files.read_before(head, stream.name):
+            if not head or self._files.read_before(head, stream.name):
                 return None
+            if since is not None and st.st_mtime < since:
+                return None  # a checkpoint without the list of known files: the clock decides, once
             return 0
 
         for sibling in self._discovery.rotated_siblings(stream):
@@ -213,6 +227,8 @@ class Follower:
                 log.info("stream %s: %s was rotated before it could be followed; reading it", stream.name, sibling)
                 missed.rotated, missed.first_path = True, ""
                 self.stats[stream.name].rotations += 1  # it was rotated away unseen
+            elif opened is not None and opened.outcome == "declined":
+                self._files.note_present(stream.name, sibling)
 
     def _open(self, stream: str, path: str, start_at: StartAt) -> Opened | None:
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,6 +22,7 @@ from monitor.follow.file import FollowedFile
 from monitor.follow.fs import FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, matches
 from monitor.follow.items import Position
+from monitor.follow.known import KnownFiles
 
 
 class OutOfDescriptorsError(OSError):
@@ -51,8 +51,10 @@ class FileTable:
         self._by_serial: dict[int, FollowedFile] = {}
         self._by_inode: dict[tuple[int, int], FollowedFile] = {}
         self._serial = 0
-        # Files read before, with how far: a file holding no more than that of one of them is a copy.
-        self._read_before: deque[tuple[Identity, int]] = deque(maxlen=256)
+        # Files known without being followed now: read before (to `offset`), or there before the first
+        # start (to their size then). A file starting like one of them may be a copy, never new; one
+        # holding no more than its offset is a copy. Saved in the checkpoint; the oldest are dropped.
+        self._known = KnownFiles()
         # Followed files by their first MIN_COPY_FINGERPRINT bytes: only files alike there are copies
         # of each other. A file shorter than that at open is indexed once it has them (`index_grown`).
         self._by_head: dict[bytes, dict[FollowedFile, None]] = {}
@@ -173,17 +175,15 @@ class FileTable:
         if any(matches(head, f.identity) for f in self.alike(head, stream)):
             return True
         young = (f for f in self._unindexed if f.stream == stream)
-        known = [f.identity for f in young] + [identity for identity, _ in self._read_before]
-        return any(identity.fp_len and matches(head, identity) for identity in known)
+        if any(f.identity.fp_len and matches(head, f.identity) for f in young):
+            return True
+        return self._known.starts_like(head)
 
     def copy_verdict(self, handle: BinaryIO, st: os.stat_result, head: bytes, stream: str, path: str) -> Verdict:
         """Is the file open as `handle` (found at `path`) a copy of a file of `stream` (followed now,
         or read before and holding no more than was read of it), maybe one still being written, or new?"""
         found = verdict(handle, st, head, self.alike(head, stream), path)
-        if found == "new" and any(
-            identity.fp_len >= MIN_COPY_FINGERPRINT and st.st_size <= offset and matches(head, identity)
-            for identity, offset in self._read_before
-        ):
+        if found == "new" and self._known.holds_only_read(head, st.st_size):
             return "copy"
         return found
 
@@ -217,7 +217,30 @@ class FileTable:
 
     def _remember(self, followed: FollowedFile) -> None:
         if followed.offset and followed.identity.fp_len:
-            self._read_before.append((followed.identity, followed.offset))
+            self.know(followed.position())
+
+    def know(self, position: Position) -> None:
+        """Remember a file not followed now: read to `position.offset`, or there before us."""
+        self._known.know(position)
+
+    def known(self) -> list[Position]:
+        """The files known without being followed, oldest first, for the checkpoint."""
+        return self._known.positions()
+
+    def note_present(self, stream: str, path: str) -> None:
+        """A file there before the first start, under a rotated name: known to its present size, so
+        that no later look takes it for a file created while the sidecar was not looking."""
+        try:
+            handle = self._fs.open(path)
+        except OSError:
+            return
+        with handle:
+            st = os.fstat(handle.fileno())
+            if (st.st_dev, st.st_ino) in self._by_inode:
+                return
+            head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
+            identity = Identity(st.st_dev, st.st_ino, len(head), digest(head))
+            self.know(Position(stream, path, identity, st.st_size, st.st_size))
 
     # -- restore -------------------------------------------------------------------------
 

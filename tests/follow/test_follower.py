@@ -232,6 +232,58 @@ def test_restart_resumes_at_the_checkpointed_offset_even_after_a_rename(tmp_path
     assert reader.numbers() + restarted.numbers() == list(range(n))
 
 
+@pytest.mark.parametrize("clock_offset", [0.0, 3600.0, -3600.0])
+def test_files_created_and_rotated_while_down_are_read_whatever_the_clock(tmp_path, clock_offset):
+    """Catch-up knows files, it does not compare times: a save with the clock an hour ahead (or
+    behind) neither skips a file created and rotated while down nor reads an old one again."""
+    old = tmp_path / "app.log.2"
+    old.write_bytes(b"".join(b"old %d\n" % i for i in range(50)))  # rotated before the first start
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    n = write(log, 0, 10)
+    reader.step()
+    positions, known = [p for _, p in reader.follower.positions()], reader.follower.known_files()
+    reader.follower.close()
+    # While down: two rotations (RotatingFileHandler's renames), lines in every file.
+    for _ in range(2):
+        for i in range(8, 0, -1):
+            if (tmp_path / f"app.log.{i}").exists():
+                (tmp_path / f"app.log.{i}").rename(tmp_path / f"app.log.{i + 1}")
+        log.rename(tmp_path / "app.log.1")
+        n = write(log, n, 7)
+    restarted = Reader(follower_for(log))
+    restarted.follower.restore(positions, saved_at=time.time() + clock_offset, known=known)
+    restarted.drain()
+    assert reader.numbers() + restarted.numbers() == list(range(n))
+    assert not any(line.startswith(b"old") for line in restarted.lines)
+    restarted.follower.close()
+
+
+def test_a_checkpoint_without_known_files_falls_back_to_the_time_of_the_save(tmp_path):
+    """A checkpoint of the previous version (no list of known files): old rotated files are not
+    read again; files written after the save are (the clock decides, once, as it did)."""
+    old = tmp_path / "app.log.1"
+    old.write_bytes(b"".join(b"old %d\n" % i for i in range(50)))
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    n = write(log, 0, 10)
+    reader.step()
+    positions = [p for _, p in reader.follower.positions()]
+    reader.follower.close()
+    log.rename(tmp_path / "app.log.0")  # rotated while down, with a name sorting before app.log.1
+    n = write(log, n, 5)
+    restarted = Reader(follower_for(log))
+    restarted.follower.restore(positions, saved_at=time.time() - 60, known=None)
+    restarted.drain()
+    assert reader.numbers() + restarted.numbers() == list(range(n))
+    assert not any(line.startswith(b"old") for line in restarted.lines)
+    assert [p.path for p in restarted.follower.known_files()] == [str(old)]  # known from now on
+    restarted.follower.close()
+
+
 def test_restart_after_the_file_was_compressed_counts_it_lost_only_if_unread(tmp_path):
     log = tmp_path / "app.log"
     log.touch()
@@ -798,7 +850,7 @@ class Sidecar:
     def __init__(self, directory: Path, fs: RacingFileSystem) -> None:
         self.directory, self.fs = directory, fs
         self.reader = Reader(self.new_follower())
-        self.saved: tuple[list[Position], list[bytes], float] = ([], [], 0.0)
+        self.saved: tuple[list[Position], list[bytes], list[Position]] = ([], [], [])
         self.generation = -1
         self.step()  # the first pass saves: its files were opened
 
@@ -817,14 +869,14 @@ class Sidecar:
             replace(p, offset=p.offset - (framers[s].pending_bytes if s in framers else 0))
             for s, p in self.reader.follower.positions()
         ]
-        self.saved = (positions, list(self.reader.lines), time.time())
+        self.saved = (positions, list(self.reader.lines), self.reader.follower.known_files())
         self.generation = self.reader.follower.generation
 
     def kill9_and_restart(self) -> None:
         self.reader.follower.close()  # the process is gone: its descriptors with it
-        positions, lines, saved_at = self.saved
+        positions, lines, known = self.saved
         follower = self.new_follower()
-        follower.restore(positions, saved_at)
+        follower.restore(positions, known=known)  # no clock: what is known is what was saved
         self.reader = Reader(follower)
         self.reader.lines = list(lines)
         self.generation = -1
