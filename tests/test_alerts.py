@@ -92,6 +92,7 @@ SIDECAR_METRICS = {
             "lost_files",
             "config_reloads",
             "checkpoint_failures",
+            "checkpoint_set_aside",
             "label_overflows",
         )
     ),

@@ -49,6 +49,7 @@ log = logging.getLogger("monitor.checkpoint")  # the name operators filter on: s
 FORMAT_VERSION = 2
 STATE_FILE = "state.db"
 LEGACY_FILE = "state.json"  # format version 1: one JSON document
+Count = Callable[[str, tuple[tuple[str, str], ...]], None]  # (counter name, labels): see SELF_COUNTERS
 
 
 SCHEMA = """
@@ -79,10 +80,16 @@ class InvalidCheckpointError(ValueError):
 class Checkpoint:
     """Saves and restores the sidecar's state in `directory/state.db`."""
 
-    def __init__(self, directory: str | os.PathLike[str], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        clock: Callable[[], float] = time.time,
+        count: Count = lambda name, labels: None,
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / STATE_FILE
         self._clock = clock
+        self._count = count  # failures, files set aside: the sidecar's own counters
         self._db: sqlite3.Connection | None = None
         self._schema_ready = False
         self._write_lock = threading.Lock()  # one writer at a time (scrape threads, the follow loop)
@@ -99,9 +106,7 @@ class Checkpoint:
         """The saved state, or None when there is none or it cannot be trusted (reported, set aside)."""
         legacy = self.directory / LEGACY_FILE
         if not self.path.exists() and legacy.exists():
-            from monitor.run.legacy_state import migrate  # only ever needed once
-
-            migrate(legacy, self.path, self._save_now, self._clock)
+            self._migrate(legacy)
         if not self.path.exists():
             return None
         try:
@@ -117,6 +122,12 @@ class Checkpoint:
             (owner, _encode(key)): value for owner, rows in restored.counters.items() for key, value in rows.items()
         }
         return restored
+
+    def _migrate(self, legacy: Path) -> None:
+        from monitor.run.legacy_state import migrate  # only ever needed once
+
+        if migrate(legacy, self.path, self._save_now, self._clock):
+            self._count("checkpoint_set_aside", (("reason", "invalid"),))
 
     def pending(self) -> Iterator[tuple[Claim, float]]:
         """The pending claims, streamed from disk one row at a time (restore never holds them twice)."""
@@ -159,6 +170,7 @@ class Checkpoint:
     def _set_aside(self, why: str, detail: str) -> None:
         kept = self.path.with_name(f"{STATE_FILE}.{why}-{int(self._clock())}")
         self.close()
+        self._count("checkpoint_set_aside", (("reason", why),))
         try:
             os.replace(self.path, kept)
             for suffix in ("-wal", "-shm"):
@@ -186,7 +198,7 @@ class Checkpoint:
                 self._staged = _merged(self._staged, snapshot)
 
     def flush(self) -> bool:
-        """Write what is staged, if anything, in one transaction; False (logged) if the disk refuses."""
+        """Write what is staged, if anything, in one transaction; False (logged, counted) if the disk refuses."""
         with self._write_lock:
             with self._stage_lock:
                 snapshot, self._staged = self._staged, None
@@ -196,6 +208,7 @@ class Checkpoint:
                 self._write(snapshot)
             except (OSError, sqlite3.Error) as exc:
                 self.failures += 1
+                self._count("checkpoint_failures", ())
                 log.error("cannot write checkpoint %s: %s; will retry", self.path, exc)
                 with self._stage_lock:  # keep it: the next flush writes it with what came since
                     self._staged = snapshot if self._staged is None else _merged(snapshot, self._staged)

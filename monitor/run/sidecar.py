@@ -97,6 +97,8 @@ class Sidecar:
         for result in ("success", "failure"):
             self.metrics.count("config_reloads", (("result", result),), 0)
         self.metrics.count("checkpoint_failures", (), 0)
+        for reason in ("corrupt", "invalid"):
+            self.metrics.count("checkpoint_set_aside", (("reason", reason),), 0)
         self.follower = Follower(
             self.streams,
             follow_settings(config),
@@ -121,7 +123,7 @@ class Sidecar:
             reconciler = self.reconciler
             self.pipeline.sinks.append(lambda stream, events: reconciler.submit(self._extractor.claims(events, stream)))
         self.state = SidecarState(
-            Checkpoint(options.state_dir or config.state.directory),
+            Checkpoint(options.state_dir or config.state.directory, count=self.metrics.count),
             self.loop.lock,
             self.follower,
             self.pipeline,

@@ -55,7 +55,7 @@ class SidecarState:
         """Stage a consistent cut and write it (what the loop does when files change or time is due)."""
         with self._lock:
             self.checkpoint.stage(self._cut())
-        return self._flush()
+        return self.checkpoint.flush()
 
     @contextlib.contextmanager
     def scrape(self) -> Iterator[None]:
@@ -65,13 +65,7 @@ class SidecarState:
         with self._lock:
             self.checkpoint.stage(self._cut())
             yield
-        self._flush()
-
-    def _flush(self) -> bool:
-        saved = self.checkpoint.flush()
-        if not saved:
-            self._metrics.count("checkpoint_failures")
-        return saved
+        self.checkpoint.flush()
 
     def _cut(self) -> Snapshot:
         positions = [
