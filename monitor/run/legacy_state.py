@@ -26,11 +26,11 @@ FOLLOW_COUNTERS = ("rotations", "truncations", "read_errors", "lost_files")
 
 def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock: Callable[[], float]) -> bool:
     """Read `legacy` (`state.json`), save its snapshot to `target` in the new format, and rename
-    it `state.json.migrated`. A file that cannot be read is kept as `state.json.invalid-<time>`:
-    returns True then."""
+    it `state.json.migrated`. A file read and found wrong is kept as `state.json.invalid-<time>`:
+    returns True then. One that cannot be read at all (OSError) is left alone: not its fault."""
     try:
         snapshot = read_legacy(legacy)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         kept = legacy.with_name(f"{legacy.name}.invalid-{int(clock())}")
         with contextlib.suppress(OSError):
             os.replace(legacy, kept)

@@ -32,6 +32,7 @@ from monitor.run.checkpoint import Checkpoint
 from monitor.run.loop import FollowLoop
 from monitor.run.pipeline import Pipeline
 from monitor.run.state import SidecarState
+from monitor.run.statedir import StateDirectoryError
 
 log = logging.getLogger("monitor.sidecar")  # the name operators filter on: see monitor.logs
 
@@ -138,7 +139,10 @@ class Sidecar:
     def start(self) -> None:
         """Restore the checkpoint, start watching and serving (StartError if it cannot listen)."""
         config = self.loaded.config
-        self.state.restore(config.follow.start_at, config.reconcile.max_pending)
+        try:
+            self.state.restore(config.follow.start_at, config.reconcile.max_pending)
+        except StateDirectoryError as exc:
+            raise StartError(str(exc)) from None
         host, port = self.listen
         try:
             self.server = MetricsServer(host, port, self.endpoints(), self.security).start()

@@ -9,6 +9,9 @@ metrics under the same lock hold, and the response is sent only once the
 checkpoint is on disk. So Prometheus never sees a value the checkpoint does
 not hold: after `kill -9` the counters continue from exactly what was last
 scraped, and the lines after the checkpointed offsets are counted once.
+
+Nothing is saved before the saved state was given back (`restore`): a cut of
+parts that hold nothing yet would overwrite what they are about to restore.
 """
 
 from __future__ import annotations
@@ -50,9 +53,13 @@ class SidecarState:
         self._pipeline = pipeline
         self._metrics = metrics
         self._reconciler = reconciler
+        self.restored = False
 
     def save(self) -> bool:
-        """Stage a consistent cut and write it (what the loop does when files change or time is due)."""
+        """Stage a consistent cut and write it (what the loop does when files change or time is due);
+        False if the write failed (the checkpoint logs and counts it)."""
+        if not self.restored:
+            return True  # a start that failed before restoring has nothing of its own to save
         with self._lock:
             self.checkpoint.stage(self._cut())
         return self.checkpoint.flush()
@@ -80,7 +87,8 @@ class SidecarState:
         return Snapshot(positions, counters, pending)
 
     def restore(self, start_at: str, max_pending: int) -> None:
-        """Give every owner its saved rows back; with none saved, say where reading starts."""
+        """Give every owner its saved rows back; with none saved, say where reading starts.
+        StateDirectoryError (from the checkpoint) if the state directory cannot be used."""
         restored = self.checkpoint.load()
         if restored is None:
             log.info(
@@ -88,6 +96,7 @@ class SidecarState:
                 self.checkpoint.directory,
                 start_at,
             )
+            self.restored = True
             return
         self._metrics.restore_counters(restored.counters.get("metrics", {}))
         self._follower.restore_counters(restored.counters.get("follow", {}))
@@ -108,3 +117,4 @@ class SidecarState:
         elif restored.pending_count:
             log.info("%d pending MongoDB check(s) stay saved until a MongoDB URL is given", restored.pending_count)
         log.info("resumed from checkpoint: %d file position(s)%s", len(restored.positions), waiting)
+        self.restored = True

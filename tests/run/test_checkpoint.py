@@ -16,6 +16,7 @@ from monitor.follow import Identity, Position
 from monitor.reconcile.claims import Claim
 from monitor.run.checkpoint import Checkpoint
 from monitor.run.snapshot import Snapshot
+from monitor.run.statedir import StateDirectoryError
 
 ACCEPT = ("completed", "failed", "cancelled")
 
@@ -221,4 +222,24 @@ def test_a_previous_format_checkpoint_with_impossible_values_is_set_aside(tmp_pa
     assert said in caplog.text
     assert (tmp_path / "state.json.invalid-99").exists()
     assert not (tmp_path / "state.db").exists()
-    assert os.listdir(tmp_path) == ["state.json.invalid-99"]
+    assert sorted(os.listdir(tmp_path)) == ["lock", "state.json.invalid-99"]  # and the directory's lock
+    checkpoint.close()
+
+
+# --- the state directory: held by one checkpoint, deleted while running -----------------------------
+
+
+def test_one_state_directory_is_held_by_one_checkpoint_at_a_time(tmp_path):
+    """flock is per open file, so a second Checkpoint in this very process is refused like a second sidecar."""
+    first = Checkpoint(tmp_path)
+    assert first.load() is None
+    assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+    second = Checkpoint(tmp_path)
+    with pytest.raises(StateDirectoryError) as refused:
+        second.load()
+    assert str(refused.value).startswith(
+        f"state directory {tmp_path} is in use by another `monitor run` (pid {os.getpid()}): "
+    )
+    first.close()  # lets go of the lock
+    assert second.load() is None
+    second.close()
