@@ -18,7 +18,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from monitor.config import ConfigError, parse_listen
-from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
+from monitor.exits import EXIT_BAD_INPUT, EXIT_NOT_SAVED, EXIT_OK
 from monitor.export.metrics import LogMetrics
 from monitor.export.server import Endpoints, MetricsServer
 from monitor.export.webconfig import WebSecurity, load_web_config
@@ -57,8 +57,7 @@ def run_sidecar(options: RunOptions) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
     signal.signal(signal.SIGINT, lambda *_: sidecar.stop())
     signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
-    sidecar.run()
-    return EXIT_OK
+    return EXIT_OK if sidecar.run() else EXIT_NOT_SAVED
 
 
 class StartError(Exception):
@@ -161,14 +160,17 @@ class Sidecar:
             self.state.checkpoint.path,
         )
 
-    def run(self) -> None:
-        """The follow loop, until `stop()`; then a last checkpoint and everything closed."""
+    def run(self) -> bool:
+        """The follow loop, until `stop()`; then a last checkpoint and everything closed.
+        False if that last checkpoint could not be written."""
         if self.server is None:
             self.start()
         try:
             self.loop.run(before_pass=self._reload_if_requested)
-        finally:
+        except BaseException:
             self.shutdown()
+            raise
+        return self.shutdown()
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler or another thread)."""
@@ -182,17 +184,25 @@ class Sidecar:
         self._reload_requested = True
         self.loop.waker.event.set()
 
-    def shutdown(self) -> None:
-        self.save()
+    def shutdown(self) -> bool:
+        """Stop serving and following, with a last checkpoint; False (logged) if it could not be written."""
+        saved = self.save()
         if self.server is not None:
             self.server.close()
         self.loop.waker.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
-            self.save()  # claims settled while it stopped
+            saved = self.save()  # claims settled while it stopped
         with self.loop.lock:
             self.follower.close()
         self.state.checkpoint.close()
+        if not saved:
+            log.error(
+                "stopping without a last checkpoint: the save failed (see above). The next start goes back to "
+                "the last checkpoint written (%s): counters step back to it and the lines since are read again",
+                self.state.checkpoint.path,
+            )
+        return saved
 
     # -- endpoints, reload ------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The state directory's faults, with `monitor run` as a real process: held by another sidecar,
-not writable, unreadable, a link to nothing.
+not writable, unreadable, a link to nothing; a stop whose last save failed.
 
 Root reads and writes whatever the permissions say, so a test of permissions runs the sidecar as
 nobody (`setpriv`, as tests/follow/test_watch.py does: a real EACCES), and a test of a read-only file
@@ -104,7 +104,8 @@ def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(sha
     assert said.count("cannot write checkpoint") == 1  # said once, counted each time
     assert f"{state} is not writable ({cause}): give the sidecar a writable state directory" in said
     second.signal(signal.SIGTERM)
-    second.wait()
+    assert second.wait() == 1  # its last save failed
+    assert "stopping without a last checkpoint" in second.stderr()
     assert {name: (state / name).read_bytes() for name in os.listdir(state) if (state / name).is_file()} == kept
     third = sidecars(shared_dir, "--log", f"app={log}").start()  # writable again: back to the good checkpoint
     wait_for(lambda: third.events(RULE) == 5, what=lambda: f"5 timeouts\n{third.stderr()}")
@@ -156,3 +157,21 @@ def test_a_state_link_to_nothing_stops_the_start_naming_its_target(tmp_path, sid
     assert f"{path} is a symbolic link to {target}, which does not exist. If it lives on a volume" in said
     assert "first start" not in said and "Traceback" not in said
     assert path.is_symlink() and not (tmp_path / "volume").exists()
+
+
+def test_a_stop_whose_last_save_failed_exits_1(tmp_path, sidecars):
+    """It exited 0: whoever restarts it learnt nothing of the counts it will go back on."""
+    state = tmp_path / "state"
+    log = tmp_path / "app.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", f"app={log}").start()
+    append(log, TIMEOUT, 2)
+    wait_for(lambda: sidecar.events(RULE) == 2, what="2 timeouts")
+    shutil.rmtree(state)
+    state.write_text("a file where the state directory was: no save can make it again\n")
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.wait() == 1
+    said = sidecar.stderr()
+    assert f"cannot write checkpoint {state / 'state.db'}" in said
+    assert "stopping without a last checkpoint: the save failed (see above)" in said
+    assert "Traceback" not in said
