@@ -93,6 +93,7 @@ SIDECAR_METRICS = {
             "config_reloads",
             "checkpoint_failures",
             "checkpoint_set_aside",
+            "checkpoint_recreated",
             "label_overflows",
         )
     ),

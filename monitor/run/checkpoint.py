@@ -29,6 +29,12 @@ could not be read: a directory that is not writable is read as it is (saves
 then fail, counted and said once per streak of failures), and a file that
 cannot be opened stops the start (`StateDirectoryError`), left as it is. The
 directory, its lock and its checks are `monitor.run.statedir`'s.
+
+The database written to is known by its device and inode. Before each write
+the file at the path must still be that one: when it was deleted or replaced
+(its directory removed, say), a new one is made and the whole state written into
+it, not only what changed, since nothing of the old one is left
+(`wants_complete_cut`: the next cut holds every pending claim).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from typing import Any
 from monitor.follow import Position
 from monitor.reconcile.claims import Claim
 from monitor.run.snapshot import Key, Snapshot, position_from_row, summarize, valid_count
-from monitor.run.statedir import StateDirectory, StateDirectoryError
+from monitor.run.statedir import StateDirectory, StateDirectoryError, refuse_dangling
 
 log = logging.getLogger("monitor.checkpoint")  # the name operators filter on: see monitor.logs
 
@@ -100,12 +106,14 @@ class Checkpoint:
         self.directory = Path(directory)
         self.path = self.directory / STATE_FILE
         self._clock = clock
-        self._count = count  # failures, files set aside: the sidecar's own counters
+        self._count = count  # failures, files set aside or made again: the sidecar's own counters
         self._state_dir = StateDirectory(self.directory)
         self._unwritable: str | None = None  # why the directory could not be written at start
         self._db: sqlite3.Connection | None = None
         self._db_writable = False
         self._schema_ready = False
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file written to
+        self._complete_needed = False  # a new file holds nothing yet: the next save must be whole
         self._write_lock = threading.Lock()  # one writer at a time (scrape threads, the follow loop)
         self._stage_lock = threading.Lock()
         self._staged: Snapshot | None = None
@@ -213,6 +221,7 @@ class Checkpoint:
     def _set_aside(self, why: str, detail: str) -> None:
         kept = self.path.with_name(f"{STATE_FILE}.{why}-{int(self._clock())}")
         self._disconnect()
+        self._identity = None  # gone on purpose: the next file is a first one, not a lost one
         self._count("checkpoint_set_aside", (("reason", why),))
         try:
             os.replace(self.path, kept)
@@ -239,6 +248,11 @@ class Checkpoint:
                 self._staged = snapshot
             else:  # a cut not written yet: the newer one wins, pending changes accumulate in order
                 self._staged = _merged(self._staged, snapshot)
+
+    def wants_complete_cut(self) -> bool:
+        """Whether the next cut must hold every pending claim, not only what changed: the file is new
+        (ours was deleted or replaced) and holds nothing yet. Cheap (one stat): asked at every cut."""
+        return self._complete_needed or self._file_lost()
 
     def flush(self) -> bool:
         """Write what is staged, if anything, in one transaction; False (logged, counted) if it failed."""
@@ -291,16 +305,24 @@ class Checkpoint:
 
     def _write(self, snapshot: Snapshot) -> None:
         self._state_dir.hold()
+        if self._file_lost():
+            self._start_new_file()
+        # A complete cut goes to a file that holds nothing of ours: every row is written, none is kept.
+        written_files = {} if snapshot.complete else self._written_files
+        written_counters = {} if snapshot.complete else self._written_counters
         files = {(p.identity.dev, p.identity.ino): p for p in snapshot.positions}
-        changed_files = [p for key, p in files.items() if self._written_files.get(key) != p]
-        gone_files = [key for key in self._written_files if key not in files]
+        changed_files = [p for key, p in files.items() if written_files.get(key) != p]
+        gone_files = [key for key in written_files if key not in files]
         counters = {
             (owner, _encode(key)): value for owner, rows in snapshot.counters.items() for key, value in rows.items()
         }
-        changed_counters = [(o, k, v) for (o, k), v in counters.items() if self._written_counters.get((o, k)) != v]
+        changed_counters = [(o, k, v) for (o, k), v in counters.items() if written_counters.get((o, k)) != v]
         db = self._connect()
         self._ensure_schema(db)
         with db:  # one transaction
+            if snapshot.complete:
+                for table in ("files", "counters", "pending"):
+                    db.execute(f"DELETE FROM {table}")
             db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone_files)
             db.executemany(
                 f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -315,7 +337,34 @@ class Checkpoint:
             )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)", (str(self._clock()),))
         self._written_files = files
-        self._written_counters.update(counters)
+        if snapshot.complete:
+            self._written_counters, self._complete_needed = counters, False
+        else:
+            self._written_counters.update(counters)
+        if self._identity is None:  # a file SQLite made only when it first wrote it
+            self._identity = _identity(self.path)
+
+    def _file_lost(self) -> bool:
+        """Whether the file at the path is no longer the one written to (deleted, or replaced)."""
+        return self._identity is not None and _identity(self.path) != self._identity
+
+    def _start_new_file(self) -> None:
+        """Ours is gone: forget what it held, so that everything is written into a new one."""
+        refuse_dangling(self.path)
+        self._disconnect()
+        if not os.path.lexists(self.path):  # what is left beside it is the deleted file's: never pair it with a new one
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+        self._identity = None
+        self._written_files, self._written_counters = {}, {}
+        self._complete_needed = True
+        self._count("checkpoint_recreated", ())
+        log.warning(
+            "checkpoint %s was deleted or replaced while the sidecar ran (its directory too, if that is gone): "
+            "making it again and writing the whole current state into it",
+            self.path,
+        )
 
     def _connect(self, write: bool = True) -> sqlite3.Connection:
         if self._db is not None and (self._db_writable or not write):
@@ -334,6 +383,7 @@ class Checkpoint:
         else:
             db = self._open_read_only()
         self._db, self._db_writable = db, write or not self._unwritable
+        self._identity = _identity(self.path)
         return db
 
     def _open_read_only(self) -> sqlite3.Connection:
@@ -389,7 +439,17 @@ def _tupled(value: Any) -> Any:
 
 
 def _merged(older: Snapshot, newer: Snapshot) -> Snapshot:
-    return Snapshot(newer.positions, newer.counters, {**older.pending, **newer.pending})
+    # A complete cut holds every claim waiting when it was taken: older changes are in it, or settled since.
+    pending = newer.pending if newer.complete else {**older.pending, **newer.pending}
+    return Snapshot(newer.positions, newer.counters, pending, older.complete or newer.complete)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _found_wrong(exc: sqlite3.DatabaseError) -> bool:

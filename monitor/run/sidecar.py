@@ -96,7 +96,8 @@ class Sidecar:
             self.metrics.declare_stream(stream.name)
         for result in ("success", "failure"):
             self.metrics.count("config_reloads", (("result", result),), 0)
-        self.metrics.count("checkpoint_failures", (), 0)
+        for counter in ("checkpoint_failures", "checkpoint_recreated"):
+            self.metrics.count(counter, (), 0)
         for reason in ("corrupt", "invalid"):
             self.metrics.count("checkpoint_set_aside", (("reason", reason),), 0)
         self.follower = Follower(

@@ -12,6 +12,8 @@ scraped, and the lines after the checkpointed offsets are counted once.
 
 Nothing is saved before the saved state was given back (`restore`): a cut of
 parts that hold nothing yet would overwrite what they are about to restore.
+When the checkpoint's file was lost (deleted while running), the next cut holds
+every pending claim, not only the ones that changed, so the new file is whole.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class SidecarState:
         self.checkpoint.flush()
 
     def _cut(self) -> Snapshot:
+        complete = self.checkpoint.wants_complete_cut()
         positions = [
             # A partial last line is not counted yet: resume at its start after a restart.
             dataclasses.replace(p, offset=max(p.offset - self._pipeline.held_bytes(serial), 0))
@@ -83,8 +86,8 @@ class SidecarState:
         counters = {"metrics": self._metrics.counter_rows(), "follow": self._follower.counter_rows()}
         pending = {}
         if self._reconciler is not None:
-            counters["reconcile"], pending = self._reconciler.checkpoint_share()
-        return Snapshot(positions, counters, pending)
+            counters["reconcile"], pending = self._reconciler.checkpoint_share(complete)
+        return Snapshot(positions, counters, pending, complete)
 
     def restore(self, start_at: str, max_pending: int) -> None:
         """Give every owner its saved rows back; with none saved, say where reading starts.

@@ -1,5 +1,5 @@
 """The state directory's faults, with `monitor run` as a real process: held by another sidecar,
-not writable, unreadable, a link to nothing; a stop whose last save failed.
+deleted while running, not writable, unreadable, a link to nothing; a stop whose last save failed.
 
 Root reads and writes whatever the permissions say, so a test of permissions runs the sidecar as
 nobody (`setpriv`, as tests/follow/test_watch.py does: a real EACCES), and a test of a read-only file
@@ -9,6 +9,7 @@ system runs it in a mount namespace of its own where the state directory is bind
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from bson import ObjectId
 
 from tests.conftest import append, log_line
-from tests.sidecar_process import wait_for
+from tests.sidecar_process import free_port, wait_for
 
 TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
 RULE = "mongodb_operation_timeout"
@@ -51,6 +53,19 @@ def shared_dir():
     shutil.rmtree(directory)
 
 
+def open_files(pid: int) -> list[str]:
+    """What the process has open, as /proc shows it (a deleted file's name ends in ` (deleted)`)."""
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed since the listing (a scrape's socket)
+            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return names
+
+
+def claims(ids: list[str]) -> str:
+    return "".join(log_line(f"✅ 分析完成状态已更新到数据库: {i}") + "\n" for i in ids)
+
+
 def test_a_second_sidecar_on_one_state_directory_is_refused_and_kill_9_frees_it(tmp_path, sidecars):
     log = tmp_path / "app.log"
     log.touch()
@@ -68,6 +83,41 @@ def test_a_second_sidecar_on_one_state_directory_is_refused_and_kill_9_frees_it(
     append(log, TIMEOUT, 2)
     wait_for(lambda: third.events(RULE) == 5, what=lambda: f"5 timeouts after the restart\n{third.stderr()}")
     assert "in use by another" not in third.stderr()
+
+
+def test_a_state_directory_deleted_while_running_is_made_again_with_the_whole_state(tmp_path, sidecars):
+    """It went on saving into the deleted file: a restart said "first start", 3,000 lines written, 500 counted."""
+    log = tmp_path / "app.log"
+    log.touch()
+    state = tmp_path / "state"
+    args = ("--log", f"app={log}", "--mongo-url", f"mongodb://127.0.0.1:{free_port()}")  # down: claims wait
+    first = sidecars(tmp_path, *args).start()
+    ids = [str(ObjectId()) for _ in range(3)]
+    append(log, TIMEOUT, 500)
+    append(log, claims(ids[:2]))
+    pending = "tradingagents_analysis_checks_pending"
+    wait_for(lambda: first.events(RULE) == 500 and first.value(pending) == 2, what="500 timeouts, 2 claims")
+    first.metrics()  # a scrape checkpoints: the two claims are in the file about to be deleted
+    shutil.rmtree(state)
+    append(log, TIMEOUT, 2500)
+    append(log, claims(ids[2:]))
+    wait_for(lambda: first.events(RULE) == 3000 and first.value(pending) == 3, what="3000 timeouts, 3 claims")
+    held = open_files(first.proc.pid)  # every scrape above saved: into a new file, not the deleted one
+    assert str(state / "state.db") in held and not [name for name in held if name.endswith("(deleted)")]
+    first.metrics()  # checkpointed: what this shows is on disk
+    first.kill9()
+    append(log, TIMEOUT, 7)
+    second = sidecars(tmp_path, *args).start()
+    wait_for(lambda: second.events(RULE) == 3007, what=lambda: f"3007 timeouts\n{second.stderr()}")
+    assert "first start" not in second.stderr()
+    assert second.value(pending) == 3  # the two saved only in the deleted file too
+    assert second.value("logmonitor_lines_total", stream="app") == 3010
+    assert f"checkpoint {state / 'state.db'} was deleted or replaced while the sidecar ran" in first.stderr()
+    assert second.value("logmonitor_checkpoint_recreated_total") == 1  # counted, and saved with the rest
+    assert second.value("logmonitor_checkpoint_failures_total") == 0
+    # The lock was taken again in the new directory: a second sidecar is still refused.
+    other = sidecars(tmp_path, *args).start(wait_ready=False)
+    assert other.wait() == 2 and f"(pid {second.proc.pid})" in other.stderr()
 
 
 @pytest.mark.parametrize("fault", ["permission denied", "read-only file system"])
