@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,12 +44,13 @@ class SidecarProcess:
         *args: str,
         config: Path | None = None,
         env: dict | None = None,
-        wrapper: tuple[str, ...] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
+        """`prefix`: a command the sidecar runs under (`setpriv ...` for another user, `unshare ...`)."""
         self.workdir = workdir
-        self.wrapper = wrapper  # a command the sidecar runs under, e.g. prlimit
         self.port = free_port()
         self.args = args
+        self.prefix = tuple(prefix)
         self.config = config or REPO / "config.yaml"
         self.env = {**os.environ, "TRADINGAGENTS_LOG_TZ": "Asia/Shanghai", **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -59,7 +60,7 @@ class SidecarProcess:
         self.stderr_file = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in wait())
         self.proc = subprocess.Popen(
             [
-                *self.wrapper,
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "monitor",

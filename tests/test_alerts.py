@@ -92,6 +92,8 @@ SIDECAR_METRICS = {
             "lost_files",
             "config_reloads",
             "checkpoint_failures",
+            "checkpoint_set_aside",
+            "checkpoint_recreated",
             "label_overflows",
         )
     ),

@@ -38,6 +38,8 @@ SELF_COUNTERS = {
     "oversized_lines": "Lines longer than scan.max_line_bytes (only their head was matched).",
     "config_reloads": "Config reloads on SIGHUP, by result.",
     "checkpoint_failures": "Checkpoint writes that failed (disk full, permissions).",
+    "checkpoint_set_aside": "Checkpoints set aside at start, by reason: corrupt (not a readable database) or invalid.",
+    "checkpoint_recreated": "Checkpoint files found deleted or replaced while running, and written anew whole.",
     "label_overflows": "Events counted as label value 'other' because a label or series cap was reached.",
 }
 STREAM_COUNTERS = ("lines", "bytes", "oversized_lines")

@@ -4,7 +4,7 @@ A claim waits from the moment it is read until it is settled (confirmed, or
 decided otherwise at its deadline). The waiting set is bounded (`max_pending`):
 a claim beyond it is refused and its owner counts it. Every addition and every
 settlement is remembered until the checkpoint takes it, so a save writes what
-changed, not the whole set.
+changed, not the whole set; a checkpoint file made anew takes the whole set once.
 
 Not locked itself: the reconciler holds one lock over this and its outcome
 counters, so a checkpoint takes both in one cut and a claim is never saved as
@@ -75,3 +75,9 @@ class PendingClaims:
         """What was added (claim, seen_at) or settled (None) since the last call."""
         changes, self._changes = self._changes, {}
         return changes
+
+    def take_all(self) -> dict[ClaimKey, PendingChange]:
+        """Every waiting claim as an addition, for a checkpoint made anew (the last one was lost);
+        the changes since the last call are in it, so they are taken too."""
+        self._changes = {}
+        return {key: (waiting.claim, waiting.seen_at) for key, waiting in self._waiting.items()}

@@ -239,12 +239,14 @@ class Reconciler:
     # -- state -------------------------------------------------------------------------
 
     def checkpoint_share(
-        self,
+        self, complete: bool = False
     ) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, str], tuple[Claim, float] | None]]:
         """The counters, and the pending claims added (claim, seen_at) or settled (None) since the last
-        call, taken together: a claim settled is never saved as both counted and still pending."""
+        call (`complete`: every claim waiting, for a checkpoint made anew), taken together: a claim
+        settled is never saved as both counted and still pending."""
         with self._lock:
-            return self._counter_rows(), self._pending.take_changes()
+            pending = self._pending.take_all() if complete else self._pending.take_changes()
+            return self._counter_rows(), pending
 
     def _counter_rows(self) -> dict[tuple[str, ...], float]:
         rows: dict[tuple[str, ...], float] = {

@@ -24,12 +24,13 @@ VERSION = 1
 FOLLOW_COUNTERS = ("rotations", "truncations", "read_errors", "lost_files")
 
 
-def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock: Callable[[], float]) -> None:
+def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock: Callable[[], float]) -> bool:
     """Read `legacy` (`state.json`), save its snapshot to `target` in the new format, and rename
-    it `state.json.migrated`. A file that cannot be read is kept as `state.json.invalid-<time>`."""
+    it `state.json.migrated`. A file read and found wrong is kept as `state.json.invalid-<time>`:
+    returns True then. One that cannot be read at all (OSError) is left alone: not its fault."""
     try:
         snapshot = read_legacy(legacy)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         kept = legacy.with_name(f"{legacy.name}.invalid-{int(clock())}")
         with contextlib.suppress(OSError):
             os.replace(legacy, kept)
@@ -39,9 +40,9 @@ def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock:
             exc,
             kept,
         )
-        return
+        return True
     if not save(snapshot):
-        return
+        return False
     os.replace(legacy, legacy.with_name(f"{legacy.name}.migrated"))
     log.info(
         "migrated checkpoint %s to %s: %d file position(s), %d pending claim(s); the old file is kept as %s",
@@ -51,6 +52,7 @@ def migrate(legacy: Path, target: Path, save: Callable[[Snapshot], bool], clock:
         len(snapshot.pending),
         f"{legacy.name}.migrated",
     )
+    return False
 
 
 def read_legacy(path: Path) -> Snapshot:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from monitor.config import ConfigError, parse_listen
-from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
+from monitor.exits import EXIT_BAD_INPUT, EXIT_NOT_SAVED, EXIT_OK
 from monitor.export.metrics import LogMetrics
 from monitor.export.server import Endpoints, MetricsServer
 from monitor.export.webconfig import WebSecurity, load_web_config
@@ -32,6 +32,7 @@ from monitor.run.checkpoint import Checkpoint
 from monitor.run.loop import FollowLoop
 from monitor.run.pipeline import Pipeline
 from monitor.run.state import SidecarState
+from monitor.run.statedir import StateDirectoryError
 
 log = logging.getLogger("monitor.sidecar")  # the name operators filter on: see monitor.logs
 
@@ -56,8 +57,7 @@ def run_sidecar(options: RunOptions) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
     signal.signal(signal.SIGINT, lambda *_: sidecar.stop())
     signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
-    sidecar.run()
-    return EXIT_OK
+    return EXIT_OK if sidecar.run() else EXIT_NOT_SAVED
 
 
 class StartError(Exception):
@@ -96,7 +96,10 @@ class Sidecar:
             self.metrics.declare_stream(stream.name)
         for result in ("success", "failure"):
             self.metrics.count("config_reloads", (("result", result),), 0)
-        self.metrics.count("checkpoint_failures", (), 0)
+        for counter in ("checkpoint_failures", "checkpoint_recreated"):
+            self.metrics.count(counter, (), 0)
+        for reason in ("corrupt", "invalid"):
+            self.metrics.count("checkpoint_set_aside", (("reason", reason),), 0)
         self.follower = Follower(
             self.streams,
             follow_settings(config),
@@ -121,7 +124,7 @@ class Sidecar:
             reconciler = self.reconciler
             self.pipeline.sinks.append(lambda stream, events: reconciler.submit(self._extractor.claims(events, stream)))
         self.state = SidecarState(
-            Checkpoint(options.state_dir or config.state.directory),
+            Checkpoint(options.state_dir or config.state.directory, count=self.metrics.count),
             self.loop.lock,
             self.follower,
             self.pipeline,
@@ -136,7 +139,10 @@ class Sidecar:
     def start(self) -> None:
         """Restore the checkpoint, start watching and serving (StartError if it cannot listen)."""
         config = self.loaded.config
-        self.state.restore(config.follow.start_at, config.reconcile.max_pending)
+        try:
+            self.state.restore(config.follow.start_at, config.reconcile.max_pending)
+        except StateDirectoryError as exc:
+            raise StartError(str(exc)) from None
         host, port = self.listen
         try:
             self.server = MetricsServer(host, port, self.endpoints(), self.security).start()
@@ -155,14 +161,17 @@ class Sidecar:
             self.state.checkpoint.path,
         )
 
-    def run(self) -> None:
-        """The follow loop, until `stop()`; then a last checkpoint and everything closed."""
+    def run(self) -> bool:
+        """The follow loop, until `stop()`; then a last checkpoint and everything closed.
+        False if that last checkpoint could not be written."""
         if self.server is None:
             self.start()
         try:
             self.loop.run(before_pass=self._reload_if_requested)
-        finally:
+        except BaseException:
             self.shutdown()
+            raise
+        return self.shutdown()
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler or another thread)."""
@@ -176,17 +185,25 @@ class Sidecar:
         self._reload_requested = True
         self.loop.waker.event.set()
 
-    def shutdown(self) -> None:
-        self.save()
+    def shutdown(self) -> bool:
+        """Stop serving and following, with a last checkpoint; False (logged) if it could not be written."""
+        saved = self.save()
         if self.server is not None:
             self.server.close()
         self.loop.waker.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
-            self.save()  # claims settled while it stopped
+            saved = self.save()  # claims settled while it stopped
         with self.loop.lock:
             self.follower.close()
         self.state.checkpoint.close()
+        if not saved:
+            log.error(
+                "stopping without a last checkpoint: the save failed (see above). The next start goes back to "
+                "the last checkpoint written (%s): counters step back to it and the lines since are read again",
+                self.state.checkpoint.path,
+            )
+        return saved
 
     # -- endpoints, reload ------------------------------------------------------------
 

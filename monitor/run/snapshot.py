@@ -21,11 +21,13 @@ Key = tuple[Any, ...]  # strings and nested tuples of strings: JSON-encoded in t
 
 @dataclass
 class Snapshot:
-    """One consistent cut: every position, every counter, and the pending claims that changed."""
+    """One consistent cut: every position, every counter, and the pending claims that changed
+    (`complete`: every claim waiting, for a checkpoint file made anew that holds none of them)."""
 
     positions: list[Position] = field(default_factory=list)
     counters: dict[str, dict[Key, float]] = field(default_factory=dict)
     pending: dict[tuple[str, str], PendingChange] = field(default_factory=dict)
+    complete: bool = False
 
 
 def position_from_row(row: tuple, problems: list[str]) -> Position:

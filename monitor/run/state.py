@@ -9,6 +9,11 @@ metrics under the same lock hold, and the response is sent only once the
 checkpoint is on disk. So Prometheus never sees a value the checkpoint does
 not hold: after `kill -9` the counters continue from exactly what was last
 scraped, and the lines after the checkpointed offsets are counted once.
+
+Nothing is saved before the saved state was given back (`restore`): a cut of
+parts that hold nothing yet would overwrite what they are about to restore.
+When the checkpoint's file was lost (deleted while running), the next cut holds
+every pending claim, not only the ones that changed, so the new file is whole.
 """
 
 from __future__ import annotations
@@ -50,12 +55,16 @@ class SidecarState:
         self._pipeline = pipeline
         self._metrics = metrics
         self._reconciler = reconciler
+        self.restored = False
 
     def save(self) -> bool:
-        """Stage a consistent cut and write it (what the loop does when files change or time is due)."""
+        """Stage a consistent cut and write it (what the loop does when files change or time is due);
+        False if the write failed (the checkpoint logs and counts it)."""
+        if not self.restored:
+            return True  # a start that failed before restoring has nothing of its own to save
         with self._lock:
             self.checkpoint.stage(self._cut())
-        return self._flush()
+        return self.checkpoint.flush()
 
     @contextlib.contextmanager
     def scrape(self) -> Iterator[None]:
@@ -65,15 +74,10 @@ class SidecarState:
         with self._lock:
             self.checkpoint.stage(self._cut())
             yield
-        self._flush()
-
-    def _flush(self) -> bool:
-        saved = self.checkpoint.flush()
-        if not saved:
-            self._metrics.count("checkpoint_failures")
-        return saved
+        self.checkpoint.flush()
 
     def _cut(self) -> Snapshot:
+        complete = self.checkpoint.wants_complete_cut()
         positions = [
             # A partial last line is not counted yet: resume at its start after a restart.
             dataclasses.replace(p, offset=max(p.offset - self._pipeline.held_bytes(serial), 0))
@@ -82,11 +86,12 @@ class SidecarState:
         counters = {"metrics": self._metrics.counter_rows(), "follow": self._follower.counter_rows()}
         pending = {}
         if self._reconciler is not None:
-            counters["reconcile"], pending = self._reconciler.checkpoint_share()
-        return Snapshot(positions, counters, pending)
+            counters["reconcile"], pending = self._reconciler.checkpoint_share(complete)
+        return Snapshot(positions, counters, pending, complete)
 
     def restore(self, start_at: str, max_pending: int) -> None:
-        """Give every owner its saved rows back; with none saved, say where reading starts."""
+        """Give every owner its saved rows back; with none saved, say where reading starts.
+        StateDirectoryError (from the checkpoint) if the state directory cannot be used."""
         restored = self.checkpoint.load()
         if restored is None:
             log.info(
@@ -94,6 +99,7 @@ class SidecarState:
                 self.checkpoint.directory,
                 start_at,
             )
+            self.restored = True
             return
         self._metrics.restore_counters(restored.counters.get("metrics", {}))
         self._follower.restore_counters(restored.counters.get("follow", {}))
@@ -114,3 +120,4 @@ class SidecarState:
         elif restored.pending_count:
             log.info("%d pending MongoDB check(s) stay saved until a MongoDB URL is given", restored.pending_count)
         log.info("resumed from checkpoint: %d file position(s)%s", len(restored.positions), waiting)
+        self.restored = True

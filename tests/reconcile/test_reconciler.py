@@ -223,6 +223,21 @@ def test_checkpoint_round_trip_keeps_pending_claims_and_counts(mongo, tmp_path):
     second.stop()
 
 
+def test_a_complete_share_holds_every_waiting_claim_for_a_checkpoint_made_anew():
+    """The checkpoint's file was lost with the claims saved in it: its next cut takes all that wait,
+    and what changed meanwhile is in that cut, so the share after it holds nothing."""
+    clock = Clock()
+    reconciler = make("mongodb://127.0.0.1:9", "tradingagents", clock)  # never queried here
+    ids = [str(ObjectId()) for _ in range(3)]
+    reconciler.submit([completed(ids[0]), completed(ids[1])])
+    assert len(reconciler.checkpoint_share()[1]) == 2  # saved into the file that is then lost
+    reconciler.submit([completed(ids[2])])
+    _, everything = reconciler.checkpoint_share(complete=True)
+    assert everything == {completed(i).key: (completed(i), clock.now) for i in ids}
+    assert reconciler.checkpoint_share()[1] == {}
+    reconciler.stop()
+
+
 def test_stuck_sweep_counts_old_pending_documents(mongo):
     url, name, db = mongo
     clock = Clock()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -16,6 +18,7 @@ from monitor.follow import Identity, Position
 from monitor.reconcile.claims import Claim
 from monitor.run.checkpoint import Checkpoint
 from monitor.run.snapshot import Snapshot
+from monitor.run.statedir import StateDirectoryError
 
 ACCEPT = ("completed", "failed", "cancelled")
 
@@ -221,4 +224,75 @@ def test_a_previous_format_checkpoint_with_impossible_values_is_set_aside(tmp_pa
     assert said in caplog.text
     assert (tmp_path / "state.json.invalid-99").exists()
     assert not (tmp_path / "state.db").exists()
-    assert os.listdir(tmp_path) == ["state.json.invalid-99"]
+    assert sorted(os.listdir(tmp_path)) == ["lock", "state.json.invalid-99"]  # and the directory's lock
+    checkpoint.close()
+
+
+# --- the state directory: held by one checkpoint, deleted while running -----------------------------
+
+
+def test_one_state_directory_is_held_by_one_checkpoint_at_a_time(tmp_path):
+    """flock is per open file, so a second Checkpoint in this very process is refused like a second sidecar."""
+    first = Checkpoint(tmp_path)
+    assert first.load() is None
+    assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+    second = Checkpoint(tmp_path)
+    with pytest.raises(StateDirectoryError) as refused:
+        second.load()
+    assert str(refused.value).startswith(
+        f"state directory {tmp_path} is in use by another `monitor run` (pid {os.getpid()}): "
+    )
+    first.close()  # lets go of the lock
+    assert second.load() is None
+    second.close()
+
+
+def test_a_checkpoint_deleted_with_its_directory_gets_every_position_and_counter_again(tmp_path, caplog):
+    directory = tmp_path / "state"
+    counted: list[tuple] = []
+    checkpoint = Checkpoint(directory, count=lambda name, labels: counted.append((name, labels)))
+    save(
+        checkpoint, snapshot([position(), position(ino=8, path="/logs/b.log")], pending={claim(1).key: (claim(1), 1.0)})
+    )
+    shutil.rmtree(directory)
+    assert checkpoint.wants_complete_cut()
+    # A cut taken before the loss was seen: only one offset moved, no counter rose.
+    with caplog.at_level(logging.WARNING):
+        save(checkpoint, snapshot([position(offset=150), position(ino=8, path="/logs/b.log")]))
+    assert f"checkpoint {directory / 'state.db'} was deleted or replaced while the sidecar ran" in caplog.text
+    assert counted == [("checkpoint_recreated", ())]
+    assert rows(directory, 'SELECT ino, "offset" FROM files ORDER BY ino') == [(7, 150), (8, 120)]
+    assert sorted(rows(directory, "SELECT owner, value FROM counters")) == [("follow", 1.0), ("metrics", 3.0)]
+    assert checkpoint.wants_complete_cut()  # its pending claims are still to be written whole
+    held = {name for name in open_files() if name.startswith(str(directory))}
+    assert {str(directory / "state.db"), str(directory / "lock")} <= held  # the new ones, nothing " (deleted)"
+    assert not [name for name in held if name.endswith("(deleted)")]
+    checkpoint.close()
+
+
+def test_a_complete_cut_writes_exactly_the_claims_waiting_into_a_new_file(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    save(checkpoint, snapshot(pending={claim(n).key: (claim(n), 1.0) for n in range(3)}))
+    (tmp_path / "state.db").unlink()
+    # Claim 0 settled and claim 3 came before the next cut; one more change staged before it is written.
+    checkpoint.stage(snapshot(pending={claim(0).key: None, claim(3).key: (claim(3), 2.0)}))
+    assert checkpoint.wants_complete_cut()
+    waiting = {claim(n).key: (claim(n), 2.0 if n == 3 else 1.0) for n in (1, 2, 3)}
+    checkpoint.stage(Snapshot([], snapshot().counters, waiting, complete=True))
+    checkpoint.stage(snapshot(pending={claim(1).key: None}))  # and one settled after that cut
+    assert checkpoint.flush()
+    assert not checkpoint.wants_complete_cut()
+    assert sorted(rows(tmp_path, "SELECT analysis_id, seen_at FROM pending")) == [
+        (claim(2).analysis_id, 1.0),
+        (claim(3).analysis_id, 2.0),
+    ]
+    checkpoint.close()
+
+
+def open_files() -> list[str]:
+    """What this process has open, as /proc shows it (a deleted file's name ends in ` (deleted)`)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return names

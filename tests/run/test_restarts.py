@@ -99,5 +99,7 @@ def test_an_impossible_checkpoint_is_set_aside_and_named_and_counting_starts_fre
     assert "Kept it as" in second.stderr() and "cannot listen" not in second.stderr()
     assert len(list((tmp_path / "state").glob("state.db.invalid-*"))) == 1
     assert second.events(RULE) == 0  # nothing impossible is served; the file is read from its end
+    assert second.value("logmonitor_checkpoint_set_aside_total", reason="invalid") == 1
+    assert second.value("logmonitor_checkpoint_set_aside_total", reason="corrupt") == 0
     append(log, TIMEOUT, 1)
     wait_for(lambda: second.events(RULE) == 1, what="counting after the fresh start")

@@ -115,13 +115,19 @@ def test_sighup_reloads_rules_and_keeps_offsets(tmp_path, sidecars, write_config
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "said", "kept"),
+    ("name", "content", "said", "kept", "reason"),
     [
-        ("state.db", b"not a database at all" * 100, "is corrupt: it is not a readable database", "state.db.corrupt-*"),
-        ("state.json", b"{not json", "(previous format) cannot be migrated", "state.json.invalid-*"),
+        (
+            "state.db",
+            b"not a database at all" * 100,
+            "is corrupt: it is not a readable database",
+            "state.db.corrupt-*",
+            "corrupt",
+        ),
+        ("state.json", b"{not json", "(previous format) cannot be migrated", "state.json.invalid-*", "invalid"),
     ],
 )
-def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sidecars, name, content, said, kept):
+def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sidecars, name, content, said, kept, reason):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / name).write_bytes(content)
     log = tmp_path / "app.log"
@@ -131,6 +137,10 @@ def test_corrupt_state_is_reported_and_the_sidecar_starts_fresh(tmp_path, sideca
     wait_for(lambda: sidecar.events(RULE) == 1, what="a timeout")
     assert said in sidecar.stderr()
     assert len(list((tmp_path / "state").glob(kept))) == 1
+    # Said in the log and counted where alerts see it; the other reason's series is there at 0.
+    set_aside = {r: sidecar.value("logmonitor_checkpoint_set_aside_total", reason=r) for r in ("corrupt", "invalid")}
+    assert set_aside == {r: 1 if r == reason else 0 for r in set_aside}
+    assert ("logmonitor_checkpoint_set_aside_total", (("reason", "corrupt"),)) in sidecar.metrics()
 
 
 def test_bad_config_no_sources_and_busy_port_exit_2(tmp_path, write_config):
@@ -515,8 +525,8 @@ def test_out_of_file_descriptors_the_endpoint_still_answers(tmp_path, sidecars):
     logs.mkdir()
     for n in range(100):
         (logs / f"app-{n:03d}.log").touch()
-    wrapper = (prlimit, "--nofile=120:120", "--")
-    sidecar = sidecars(tmp_path, "--log", f"app={logs}/app-*.log", wrapper=wrapper).start()
+    prefix = (prlimit, "--nofile=120:120", "--")
+    sidecar = sidecars(tmp_path, "--log", f"app={logs}/app-*.log", prefix=prefix).start()
     assert sidecar.get("/healthz") == (200, "ok\n")
     followed = sidecar.value("logmonitor_files_open", stream="app")
     skipped = sidecar.value("logmonitor_descriptor_skipped_files", stream="app")
