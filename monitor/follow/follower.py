@@ -113,9 +113,11 @@ class Follower:
             if position.stream in names:
                 self._find_again(position)
 
-    def known_files(self) -> list[Position]:
-        """Files known without being followed (read before, or there before the first start)."""
-        return self._files.known()
+    def known_files(self, unless_version: int | None = None) -> tuple[int, list[Position] | None]:
+        """(version, files known without being followed: read before, or there before the first
+        start); the list is None when the version is still `unless_version` (nothing changed)."""
+        version = self._files.known_version
+        return version, None if version == unless_version else self._files.known()
 
     def watch_directories(self) -> set[str]:
         """Directories whose changes should wake the follower (the nearest existing ones)."""

@@ -29,11 +29,13 @@ class KnownFiles:
         self._by_inode: OrderedDict[tuple[int, int], Position] = OrderedDict()
         self._full: dict[str, dict[tuple[int, int], int]] = {}  # fingerprint -> inode -> offset
         self._short: dict[tuple[int, int], Position] = {}  # fingerprints under FINGERPRINT_BYTES
+        self.version = 0  # changes whenever what is known changes: a save writes the list only then
 
     def __len__(self) -> int:
         return len(self._by_inode)
 
     def know(self, position: Position) -> None:
+        self.version += 1
         key = (position.identity.dev, position.identity.ino)
         self._forget(key)
         self._by_inode[key] = position

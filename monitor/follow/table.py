@@ -227,6 +227,10 @@ class FileTable:
         """The files known without being followed, oldest first, for the checkpoint."""
         return self._known.positions()
 
+    @property
+    def known_version(self) -> int:
+        return self._known.version
+
     def note_present(self, stream: str, path: str) -> None:
         """A file there before the first start, under a rotated name: known to its present size, so
         that no later look takes it for a file created while the sidecar was not looking."""

@@ -5,6 +5,10 @@ The one owner of the persisted format. Format version 2, one database
 
 - `files`: one row per followed file (read position, identity, names); its
   primary key is the file's identity, so the checkpoint cannot hold one file twice.
+- `known`: files known without being followed (rotated ones read before, or
+  there before the first start), so that a file found beside a stream's paths
+  is new exactly when it is neither followed nor known (`monitor.follow.known`);
+  meta `known_files` says the list was kept (older checkpoints kept none).
 - `counters`: every counter of every owner (`metrics`, `follow`, `reconcile`)
   as one row (owner, key, value); owners hand over plain rows and take them back.
 - `pending`: the claims waiting for their MongoDB check.
@@ -75,6 +79,10 @@ CREATE TABLE IF NOT EXISTS files (
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, stream TEXT NOT NULL, path TEXT NOT NULL,
     real_path TEXT NOT NULL, fp_len INTEGER NOT NULL, fp TEXT NOT NULL,
     "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino));
+CREATE TABLE IF NOT EXISTS known (
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, stream TEXT NOT NULL, path TEXT NOT NULL,
+    real_path TEXT NOT NULL, fp_len INTEGER NOT NULL, fp TEXT NOT NULL,
+    "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino));
 CREATE TABLE IF NOT EXISTS counters (owner TEXT NOT NULL, key TEXT NOT NULL, value REAL, PRIMARY KEY (owner, key));
 CREATE TABLE IF NOT EXISTS pending (
     analysis_id TEXT NOT NULL, claim TEXT NOT NULL, accept TEXT NOT NULL, logged_at REAL, stream TEXT NOT NULL,
@@ -88,6 +96,7 @@ class Restored:
     counters: dict[str, dict[Key, float]]
     pending_count: int
     saved_at: float  # wall time of the save
+    known: list[Position] | None = None  # None: saved by a version that kept no known files
 
 
 class InvalidCheckpointError(ValueError):
@@ -118,6 +127,7 @@ class Checkpoint:
         self._stage_lock = threading.Lock()
         self._staged: Snapshot | None = None
         self._written_files: dict[tuple[int, int], Position] = {}
+        self._written_known: dict[tuple[int, int], Position] = {}
         self._written_counters: dict[tuple[str, str], float] = {}
         self.saves = 0
         self.failures = 0
@@ -156,6 +166,7 @@ class Checkpoint:
             self._set_aside("invalid", str(exc))
             return None
         self._written_files = {(p.identity.dev, p.identity.ino): p for p in restored.positions}
+        self._written_known = {(p.identity.dev, p.identity.ino): p for p in restored.known or ()}
         self._written_counters = {
             (owner, _encode(key)): value for owner, rows in restored.counters.items() for key, value in rows.items()
         }
@@ -212,11 +223,14 @@ class Checkpoint:
         ).fetchone()
         if bad is not None:
             problems.append(f"pending claim {bad[0]} has an impossible time ({bad[1]!r})")
+        known = None
+        if db.execute("SELECT value FROM meta WHERE key = 'known_files'").fetchone() is not None:
+            known = [position_from_row(row, problems) for row in db.execute(f"SELECT {_FILE_COLUMNS} FROM known")]
         if problems:
             raise InvalidCheckpointError(summarize(problems))
         count = db.execute("SELECT count(*) FROM pending").fetchone()[0]
         saved_at = db.execute("SELECT value FROM meta WHERE key = 'saved_at'").fetchone()
-        return Restored(positions, counters, count, float(saved_at[0]) if saved_at else 0.0)
+        return Restored(positions, counters, count, float(saved_at[0]) if saved_at else 0.0, known)
 
     def _set_aside(self, why: str, detail: str) -> None:
         kept = self.path.with_name(f"{STATE_FILE}.{why}-{int(self._clock())}")
@@ -317,11 +331,15 @@ class Checkpoint:
             (owner, _encode(key)): value for owner, rows in snapshot.counters.items() for key, value in rows.items()
         }
         changed_counters = [(o, k, v) for (o, k), v in counters.items() if written_counters.get((o, k)) != v]
+        written_known = {} if snapshot.complete else self._written_known
+        known = None if snapshot.known is None else {(p.identity.dev, p.identity.ino): p for p in snapshot.known}
+        changed_known = [p for key, p in (known or {}).items() if written_known.get(key) != p]
+        gone_known = [key for key in written_known if known is not None and key not in known]
         db = self._connect()
         self._ensure_schema(db)
         with db:  # one transaction
             if snapshot.complete:
-                for table in ("files", "counters", "pending"):
+                for table in ("files", "counters", "pending", "known"):
                     db.execute(f"DELETE FROM {table}")
             db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone_files)
             db.executemany(
@@ -335,8 +353,17 @@ class Checkpoint:
                 "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
                 [_pending_row(*change) for change in snapshot.pending.values() if change is not None],
             )
+            if known is not None:
+                db.executemany("DELETE FROM known WHERE dev = ? AND ino = ?", gone_known)
+                db.executemany(
+                    f"INSERT OR REPLACE INTO known ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_file_row(p) for p in changed_known],
+                )
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('known_files', '1')")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)", (str(self._clock()),))
         self._written_files = files
+        if known is not None:
+            self._written_known = known
         if snapshot.complete:
             self._written_counters, self._complete_needed = counters, False
         else:
@@ -357,7 +384,7 @@ class Checkpoint:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
         self._identity = None
-        self._written_files, self._written_counters = {}, {}
+        self._written_files, self._written_counters, self._written_known = {}, {}, {}
         self._complete_needed = True
         self._count("checkpoint_recreated", ())
         log.warning(
@@ -441,7 +468,8 @@ def _tupled(value: Any) -> Any:
 def _merged(older: Snapshot, newer: Snapshot) -> Snapshot:
     # A complete cut holds every claim waiting when it was taken: older changes are in it, or settled since.
     pending = newer.pending if newer.complete else {**older.pending, **newer.pending}
-    return Snapshot(newer.positions, newer.counters, pending, older.complete or newer.complete)
+    known = newer.known if newer.known is not None else older.known
+    return Snapshot(newer.positions, newer.counters, pending, older.complete or newer.complete, known)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

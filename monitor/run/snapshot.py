@@ -28,6 +28,8 @@ class Snapshot:
     counters: dict[str, dict[Key, float]] = field(default_factory=dict)
     pending: dict[tuple[str, str], PendingChange] = field(default_factory=dict)
     complete: bool = False
+    # Files known without being followed (see monitor.follow.known); None: not given, left as saved.
+    known: list[Position] | None = None
 
 
 def position_from_row(row: tuple, problems: list[str]) -> Position:

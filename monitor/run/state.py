@@ -55,6 +55,7 @@ class SidecarState:
         self._pipeline = pipeline
         self._metrics = metrics
         self._reconciler = reconciler
+        self._known_version: int | None = None  # of the known files last handed to the checkpoint
         self.restored = False
 
     def save(self) -> bool:
@@ -87,7 +88,9 @@ class SidecarState:
         pending = {}
         if self._reconciler is not None:
             counters["reconcile"], pending = self._reconciler.checkpoint_share(complete)
-        return Snapshot(positions, counters, pending, complete)
+        # The known files only when they changed (or all of them for a new file): a save costs what changed.
+        self._known_version, known = self._follower.known_files(None if complete else self._known_version)
+        return Snapshot(positions, counters, pending, complete, known)
 
     def restore(self, start_at: str, max_pending: int) -> None:
         """Give every owner its saved rows back; with none saved, say where reading starts.
@@ -103,7 +106,7 @@ class SidecarState:
             return
         self._metrics.restore_counters(restored.counters.get("metrics", {}))
         self._follower.restore_counters(restored.counters.get("follow", {}))
-        self._follower.restore(restored.positions, restored.saved_at)
+        self._follower.restore(restored.positions, restored.saved_at, restored.known)
         waiting = ""
         if self._reconciler is not None:
             self._reconciler.restore_counters(restored.counters.get("reconcile", {}))

@@ -243,7 +243,7 @@ def test_files_created_and_rotated_while_down_are_read_whatever_the_clock(tmp_pa
     reader = Reader(follower_for(log)).step()
     n = write(log, 0, 10)
     reader.step()
-    positions, known = [p for _, p in reader.follower.positions()], reader.follower.known_files()
+    positions, (_, known) = [p for _, p in reader.follower.positions()], reader.follower.known_files()
     reader.follower.close()
     # While down: two rotations (RotatingFileHandler's renames), lines in every file.
     for _ in range(2):
@@ -280,7 +280,7 @@ def test_a_checkpoint_without_known_files_falls_back_to_the_time_of_the_save(tmp
     restarted.drain()
     assert reader.numbers() + restarted.numbers() == list(range(n))
     assert not any(line.startswith(b"old") for line in restarted.lines)
-    assert [p.path for p in restarted.follower.known_files()] == [str(old)]  # known from now on
+    assert [p.path for p in restarted.follower.known_files()[1]] == [str(old)]  # known from now on
     restarted.follower.close()
 
 
@@ -869,7 +869,7 @@ class Sidecar:
             replace(p, offset=p.offset - (framers[s].pending_bytes if s in framers else 0))
             for s, p in self.reader.follower.positions()
         ]
-        self.saved = (positions, list(self.reader.lines), self.reader.follower.known_files())
+        self.saved = (positions, list(self.reader.lines), self.reader.follower.known_files()[1])
         self.generation = self.reader.follower.generation
 
     def kill9_and_restart(self) -> None:

@@ -64,6 +64,30 @@ def test_round_trip_restores_positions_counters_and_pending(tmp_path):
     again.close()
 
 
+def test_known_files_are_kept_written_when_they_change_and_absent_from_older_checkpoints(tmp_path):
+    checkpoint = Checkpoint(tmp_path)
+    save(checkpoint, snapshot([position()]))  # a cut that gives no known files: none are kept
+    checkpoint.close()
+    reread = Checkpoint(tmp_path)
+    assert reread.load().known is None  # as a checkpoint of the previous version reads
+    reread.close()
+    older = [position(offset=50, ino=8, path="/logs/app.log.1"), position(offset=9, ino=9, path="/logs/app.log.2")]
+    again = Checkpoint(tmp_path)
+    again.load()
+    cut = snapshot([position()])
+    cut.known = older
+    save(again, cut)
+    save(again, snapshot([position()]))  # None: unchanged, left as saved
+    cut = snapshot([position()])
+    cut.known = older[1:]  # app.log.1 forgotten
+    save(again, cut)
+    again.close()
+    third = Checkpoint(tmp_path)
+    assert third.load().known == older[1:]
+    third.close()
+    assert rows(tmp_path, "SELECT path FROM known") == [("/logs/app.log.2",)]
+
+
 def test_a_save_writes_only_what_changed_however_much_is_pending(tmp_path):
     checkpoint = Checkpoint(tmp_path)
     backlog = {claim(n).key: (claim(n), 1.0) for n in range(100_000)}

@@ -103,3 +103,36 @@ def test_an_impossible_checkpoint_is_set_aside_and_named_and_counting_starts_fre
     assert second.value("logmonitor_checkpoint_set_aside_total", reason="corrupt") == 0
     append(log, TIMEOUT, 1)
     wait_for(lambda: second.events(RULE) == 1, what="counting after the fresh start")
+
+
+def timeouts(first: int, count: int) -> str:
+    """Timeout lines as the server writes them, each with its own millisecond."""
+    return "".join(
+        log_line("MongoDB操作超时", "ERROR").replace("14:20:02,123", f"14:20:{n // 1000:02d},{n % 1000:03d}") + "\n"
+        for n in range(first, first + count)
+    )
+
+
+@pytest.mark.parametrize("clock_offset", [3600, -3600])
+def test_files_created_and_rotated_while_down_are_counted_whatever_the_clock_said(tmp_path, sidecars, clock_offset):
+    """The checkpoint's time of save an hour ahead of the files' (or behind): the file created,
+    written and rotated away while the sidecar was down is counted all the same, and a file
+    rotated before the first start is not read."""
+    log = tmp_path / "app.log"
+    (tmp_path / "app.log.5").write_text(timeouts(900, 4))  # there before the sidecar ever ran
+    log.touch()
+    first = sidecars(tmp_path, "--log", f"app={log}").start()
+    append(log, timeouts(0, 10))
+    wait_for(lambda: first.events(RULE) == 10, what="10 timeouts")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db, db:
+        db.execute("UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key = 'saved_at'", (clock_offset,))
+    append(log, timeouts(10, 2))
+    log.rename(tmp_path / "app.log.2")  # rotated twice while down: a file created and rotated meanwhile
+    append(log, timeouts(12, 3))
+    log.rename(tmp_path / "app.log.1")
+    append(log, timeouts(15, 1))
+    second = sidecars(tmp_path, "--log", f"app={log}").start()
+    wait_for(lambda: second.events(RULE) == 16, what=lambda: f"16 timeouts\n{second.stderr()}")
+    assert second.value("logmonitor_lines_total", stream="app") == 16
