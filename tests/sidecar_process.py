@@ -107,6 +107,18 @@ class SidecarProcess:
     def events(self, rule: str, severity: str = "error") -> float:
         return self.value("tradingagents_log_events_total", rule=rule, severity=severity)
 
+    def counts(self, log: Path, line: str, rule: str, times: int) -> None:
+        """Append `line` to `log` `times` times and wait until the sidecar has counted them all."""
+        before = self.events(rule)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(line * times)
+        wait_for(lambda: self.events(rule) == before + times, what=lambda: f"{times} more {rule}\n{self.stderr()}")
+
+    def stop_cleanly(self) -> None:
+        """SIGTERM, and the exit status a clean stop has (its last checkpoint written)."""
+        self.signal(signal.SIGTERM)
+        assert self.wait() == 0, self.stderr()
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 

@@ -213,14 +213,20 @@ def test_compressed_and_non_regular_files_are_skipped(tmp_path, caplog):
     assert sum("FIFO" in r.message for r in caplog.records) == 1  # said once, not every pass
 
 
-def test_restart_resumes_at_the_checkpointed_offset_even_after_a_rename(tmp_path):
-    log = tmp_path / "app.log"
+def read_ten_lines_and_stop(log: Path) -> tuple[Reader, list[Position], int]:
+    """A first run: follow `log` from its end, read 10 lines written to it, save, stop."""
     log.touch()
     reader = Reader(follower_for(log)).step()
     n = write(log, 0, 10)
     reader.step()
     positions = [p for _, p in reader.follower.positions()]
     reader.follower.close()
+    return reader, positions, n
+
+
+def test_restart_resumes_at_the_checkpointed_offset_even_after_a_rename(tmp_path):
+    log = tmp_path / "app.log"
+    reader, positions, n = read_ten_lines_and_stop(log)
     # While the sidecar is down: more lines, a rotation, more lines in both files.
     n = write(log, n, 5)
     os.rename(log, tmp_path / "app.log.1")
@@ -267,12 +273,7 @@ def test_a_checkpoint_without_known_files_falls_back_to_the_time_of_the_save(tmp
     old.write_bytes(b"".join(b"old %d\n" % i for i in range(50)))
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     log = tmp_path / "app.log"
-    log.touch()
-    reader = Reader(follower_for(log)).step()
-    n = write(log, 0, 10)
-    reader.step()
-    positions = [p for _, p in reader.follower.positions()]
-    reader.follower.close()
+    reader, positions, n = read_ten_lines_and_stop(log)
     log.rename(tmp_path / "app.log.0")  # rotated while down, with a name sorting before app.log.1
     n = write(log, n, 5)
     restarted = Reader(follower_for(log))

@@ -88,10 +88,8 @@ def test_an_impossible_checkpoint_is_set_aside_and_named_and_counting_starts_fre
     log = tmp_path / "app.log"
     log.touch()
     first = sidecars(tmp_path, "--log", f"app={log}").start()
-    append(log, TIMEOUT, 2)
-    wait_for(lambda: first.events(RULE) == 2, what="2 timeouts")
-    first.signal(signal.SIGTERM)
-    assert first.wait() == 0
+    first.counts(log, TIMEOUT, RULE, 2)
+    first.stop_cleanly()
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db, db:
         db.execute(sql)
     second = sidecars(tmp_path, "--log", f"app={log}").start()  # starts: no exit 2, no listen error
@@ -124,8 +122,7 @@ def test_files_created_and_rotated_while_down_are_counted_whatever_the_clock_sai
     first = sidecars(tmp_path, "--log", f"app={log}").start()
     append(log, timeouts(0, 10))
     wait_for(lambda: first.events(RULE) == 10, what="10 timeouts")
-    first.signal(signal.SIGTERM)
-    assert first.wait() == 0
+    first.stop_cleanly()
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "state.db")) as db, db:
         db.execute("UPDATE meta SET value = CAST(value AS REAL) + ? WHERE key = 'saved_at'", (clock_offset,))
     append(log, timeouts(10, 2))

@@ -129,11 +129,9 @@ def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(sha
     log.touch()
     prefix = as_nobody() if fault == "permission denied" else ()
     first = sidecars(shared_dir, "--log", f"app={log}").start()
-    append(log, TIMEOUT, 2)
-    wait_for(lambda: first.events(RULE) == 2, what="2 timeouts")
+    first.counts(log, TIMEOUT, RULE, 2)
     if fault == "permission denied":
-        first.signal(signal.SIGTERM)  # a clean stop: state.db alone, read as it is
-        assert first.wait() == 0
+        first.stop_cleanly()  # a clean stop: state.db alone, read as it is
     else:
         first.metrics()
         first.kill9()  # its -wal holds the last commits: read with it
@@ -168,10 +166,8 @@ def test_a_checkpoint_that_cannot_be_read_stops_the_start_and_is_left_as_it_is(s
     log = shared_dir / "app.log"
     log.touch()
     first = sidecars(shared_dir, "--log", f"app={log}").start()
-    append(log, TIMEOUT, 2)
-    wait_for(lambda: first.events(RULE) == 2, what="2 timeouts")
-    first.signal(signal.SIGTERM)
-    assert first.wait() == 0
+    first.counts(log, TIMEOUT, RULE, 2)
+    first.stop_cleanly()
     saved = (state / "state.db").read_bytes()
     state.chmod(0o777)
     (state / "state.db" if unreadable == "state.db" else state).chmod(0o000)
@@ -215,8 +211,7 @@ def test_a_stop_whose_last_save_failed_exits_1(tmp_path, sidecars):
     log = tmp_path / "app.log"
     log.touch()
     sidecar = sidecars(tmp_path, "--log", f"app={log}").start()
-    append(log, TIMEOUT, 2)
-    wait_for(lambda: sidecar.events(RULE) == 2, what="2 timeouts")
+    sidecar.counts(log, TIMEOUT, RULE, 2)
     shutil.rmtree(state)
     state.write_text("a file where the state directory was: no save can make it again\n")
     sidecar.signal(signal.SIGTERM)
