@@ -9,7 +9,6 @@ and `End` (the file is done: flush its partial line and forget it).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from monitor.follow.file import FollowedFile
 from monitor.follow.fs import REAL, FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, is_copy, siblings
 from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
+from monitor.follow.restore import Restorer
 from monitor.follow.stats import FollowCollector, StreamStats, counter_rows, restore_counters
 from monitor.follow.table import FileTable, Opened, OutOfDescriptorsError, StartAt
 
@@ -59,6 +59,7 @@ class Follower:
         self._fs = fs
         self._files = FileTable(fs, clock)
         self._discovery = Discovery(fs, self.stats, self.settings.max_files_per_stream)
+        self._restorer = Restorer(self._files, self.stats, streams, fs)
         self._opening_at_end = self.settings.start_at == "end"
         self._catch_up_due = False
         self._catch_up_since: float | None = None
@@ -111,7 +112,7 @@ class Follower:
         names = {s.name for s in self.streams}
         for position in positions:
             if position.stream in names:
-                self._find_again(position)
+                self._restorer.find_again(position)
 
     def known_files(self, unless_version: int | None = None) -> tuple[int, list[Position] | None]:
         """(version, files known without being followed: read before, or there before the first
@@ -151,7 +152,7 @@ class Follower:
             stats.descriptor_skipped_files = 0
         for position, outcome in self._files.retry_waiting():
             if outcome == "gone":
-                self._not_found_again(position)
+                self._restorer.given_up(position)
         for stream in self.streams:
             names: dict[FollowedFile, list[str]] = {}  # the names each followed file has now
             rotated = False
@@ -343,80 +344,3 @@ class Follower:
                 size = os.fstat(copy.handle.fileno()).st_size
                 yield from self._read(copy, size, followed.serial)  # continues the truncated file's last line
                 break
-
-    # -- restore ---------------------------------------------------------------------------
-
-    def _find_again(self, position: Position) -> None:
-        opened = self._files.find_again(position, self._candidates(position))
-        if opened.outcome == "opened" and not position.offset:
-            opened.followed.undecided = True  # nothing read of it yet: what it is, is decided anew
-        if opened.outcome == "opened" and opened.followed.offset < position.offset:
-            self.stats[position.stream].truncations += 1  # truncated while we were down
-            self._find_copy(position)
-            return
-        if opened.outcome == "waiting":
-            log.info(
-                "stream %s: %s cannot be opened now; its saved position (%d bytes read) is kept until it can be",
-                position.stream,
-                position.path,
-                position.offset,
-            )
-        if opened.outcome == "declined":
-            self._not_found_again(position)
-
-    def _not_found_again(self, position: Position) -> None:
-        if position.offset < position.size:
-            self.stats[position.stream].lost_files += 1
-            log.warning(
-                "stream %s: %s is gone (rotated away and compressed, or deleted, while the sidecar was down) "
-                "with %d bytes unread: the lines in them are lost",
-                position.stream,
-                position.path,
-                position.size - position.offset,
-            )
-        else:
-            log.info(
-                "stream %s: %s, read to its end, was rotated away while the sidecar was down",
-                position.stream,
-                position.path,
-            )
-
-    def _named_by_another_stream(self, path: str, stream: str) -> bool:
-        return any(
-            fnmatch.fnmatchcase(path, pattern)
-            for other in self.streams
-            if other.name != stream
-            for pattern in other.paths
-        )
-
-    def _find_copy(self, position: Position) -> None:
-        """A file truncated while we were down: its copy (copytruncate's) holds what followed our offset."""
-        copy = self._files.find_again(position, self._candidates(position), copy_only=True)
-        if copy.outcome == "opened":
-            copy.followed.rotated, copy.followed.first_path = True, ""
-            log.info(
-                "stream %s: %s was truncated while the sidecar was down; reading on in its copy %s",
-                position.stream,
-                position.path,
-                copy.followed.path,
-            )
-
-    def _candidates(self, position: Position) -> Iterator[str]:
-        """Where a checkpointed file may be now: its names, then (listed once more if rotation
-        renamed things while we looked) the files beside them.
-
-        A file that was empty when saved has no fingerprint to tell it from a new file that
-        reuses its inode number: nothing was read of it, so only its own names are tried. A
-        file another stream's paths name is that stream's, never taken for this one.
-        """
-        own = [name for name in (position.path, position.real_path) if name]
-        yield from dict.fromkeys(own)
-        if not position.identity.fp_len:
-            return
-        tried = set(own)
-        for _ in range(2):
-            for sibling in [s for name in own for s in siblings(name, self._fs)]:
-                if sibling not in tried and not self._named_by_another_stream(sibling, position.stream):
-                    tried.add(sibling)
-                    yield sibling
-            tried = set(own)  # the second listing: its names may hold other files now
