@@ -357,6 +357,8 @@ def test_alerts_cover_the_issue():
         "LogMonitorLogSilent": "increase(logmonitor_lines_total[",
         "LogMonitorReadErrors": "logmonitor_read_errors_total",
         "LogMonitorCheckpointFailures": "logmonitor_checkpoint_failures_total",
+        "LogMonitorCheckpointSetAside": "increase(logmonitor_checkpoint_set_aside_total[",
+        "LogMonitorCheckpointRecreated": "increase(logmonitor_checkpoint_recreated_total[",
         "LogMonitorConfigReloadFailed": 'result="failure"',
         "LogMonitorFallingBehind": "logmonitor_behind_bytes",
         "LogMonitorLabelOverflow": "increase(logmonitor_label_overflows_total[",
