@@ -1,18 +1,7 @@
 """Checkpoint: what must survive a restart, kept in SQLite and written as what changed.
 
-The one owner of the persisted format. Format version 2, one database
-`state.db` in the state directory:
-
-- `files`: one row per followed file (read position, identity, names); its
-  primary key is the file's identity, so the checkpoint cannot hold one file twice.
-- `known`: files known without being followed (rotated ones read before, or
-  there before the first start), so that a file found beside a stream's paths
-  is new exactly when it is neither followed nor known (`monitor.follow.known`);
-  meta `known_files` says the list was kept (older checkpoints kept none).
-- `counters`: every counter of every owner (`metrics`, `follow`, `reconcile`)
-  as one row (owner, key, value); owners hand over plain rows and take them back.
-- `pending`: the claims waiting for their MongoDB check.
-- `meta`: the format version and the time of the last save.
+The one owner of the persisted state: `state.db` in the state directory, in the
+format `monitor.run.rows` reads and writes (tables, validation, what changed).
 
 A save is one transaction (WAL, fsync on commit) holding only the rows that
 changed since the last save: offsets that moved, counters that rose, claims
@@ -45,62 +34,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from monitor.follow import Position
 from monitor.reconcile.claims import Claim
-from monitor.run.snapshot import Key, Snapshot, position_from_row, summarize, valid_count
+from monitor.run.rows import InvalidCheckpointError, Restored, WrittenRows, ensure_schema, read_pending, read_restored
+from monitor.run.snapshot import Snapshot
 from monitor.run.statedir import StateDirectory, StateDirectoryError, refuse_dangling
 
 log = logging.getLogger("monitor.checkpoint")  # the name operators filter on: see monitor.logs
 
-FORMAT_VERSION = 2
 STATE_FILE = "state.db"
 LEGACY_FILE = "state.json"  # format version 1: one JSON document
 # What SQLite says of a file it read and found wrong; anything else (cannot open, permission denied,
 # I/O error) is no fault of the file's.
 CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_ERROR})
 Count = Callable[[str, tuple[tuple[str, str], ...]], None]  # (counter name, labels): see SELF_COUNTERS
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, stream TEXT NOT NULL, path TEXT NOT NULL,
-    real_path TEXT NOT NULL, fp_len INTEGER NOT NULL, fp TEXT NOT NULL,
-    "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino));
-CREATE TABLE IF NOT EXISTS known (
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, stream TEXT NOT NULL, path TEXT NOT NULL,
-    real_path TEXT NOT NULL, fp_len INTEGER NOT NULL, fp TEXT NOT NULL,
-    "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino));
-CREATE TABLE IF NOT EXISTS counters (owner TEXT NOT NULL, key TEXT NOT NULL, value REAL, PRIMARY KEY (owner, key));
-CREATE TABLE IF NOT EXISTS pending (
-    analysis_id TEXT NOT NULL, claim TEXT NOT NULL, accept TEXT NOT NULL, logged_at REAL, stream TEXT NOT NULL,
-    seen_at REAL, PRIMARY KEY (analysis_id, claim));
-"""
-
-
-@dataclass(frozen=True)
-class Restored:
-    positions: list[Position]
-    counters: dict[str, dict[Key, float]]
-    pending_count: int
-    saved_at: float  # wall time of the save
-    known: list[Position] | None = None  # None: saved by a version that kept no known files
-
-
-class InvalidCheckpointError(ValueError):
-    """The checkpoint holds values no run could have written; the message lists them."""
 
 
 class Checkpoint:
@@ -126,9 +80,7 @@ class Checkpoint:
         self._write_lock = threading.Lock()  # one writer at a time (scrape threads, the follow loop)
         self._stage_lock = threading.Lock()
         self._staged: Snapshot | None = None
-        self._written_files: dict[tuple[int, int], Position] = {}
-        self._written_known: dict[tuple[int, int], Position] = {}
-        self._written_counters: dict[tuple[str, str], float] = {}
+        self._written = WrittenRows()  # what the database holds of ours: a save writes what differs
         self.saves = 0
         self.failures = 0
         self._last_failure: str | None = None  # said once while the same failure repeats
@@ -156,7 +108,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            restored = self._read()
+            restored = read_restored(self._connect(write=False))
         except sqlite3.DatabaseError as exc:
             if not _found_wrong(exc):
                 raise self._unreadable(self.path, exc) from None
@@ -165,11 +117,7 @@ class Checkpoint:
         except InvalidCheckpointError as exc:
             self._set_aside("invalid", str(exc))
             return None
-        self._written_files = {(p.identity.dev, p.identity.ino): p for p in restored.positions}
-        self._written_known = {(p.identity.dev, p.identity.ino): p for p in restored.known or ()}
-        self._written_counters = {
-            (owner, _encode(key)): value for owner, rows in restored.counters.items() for key, value in rows.items()
-        }
+        self._written.restored(restored)
         return restored
 
     def _migrate(self, legacy: Path) -> None:
@@ -192,45 +140,7 @@ class Checkpoint:
 
     def pending(self) -> Iterator[tuple[Claim, float]]:
         """The pending claims, streamed from disk one row at a time (restore never holds them twice)."""
-        accepts: dict[str, tuple[str, ...]] = {}
-        streams: dict[str, str] = {}
-        db = self._connect(write=False)
-        rows = db.execute("SELECT analysis_id, claim, accept, logged_at, stream, seen_at FROM pending")
-        for analysis_id, claim, accept, logged_at, stream, seen_at in rows:
-            accepted = accepts.get(accept)
-            if accepted is None:
-                accepted = accepts[accept] = tuple(json.loads(accept))
-            stream = streams.setdefault(stream, stream)
-            yield Claim(analysis_id, sys.intern(claim), accepted, logged_at, stream), seen_at
-
-    def _read(self) -> Restored:
-        db = self._connect(write=False)
-        version = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-        if version is None or version[0] != str(FORMAT_VERSION):
-            found = version[0] if version else "none"
-            raise InvalidCheckpointError(f"unknown format version {found} (this build reads {FORMAT_VERSION})")
-        problems: list[str] = []
-        positions = [position_from_row(row, problems) for row in db.execute(f"SELECT {_FILE_COLUMNS} FROM files")]
-        counters: dict[str, dict[Key, float]] = {}
-        for owner, key, value in db.execute("SELECT owner, key, value FROM counters"):
-            if not valid_count(value):
-                problems.append(f"counter {owner} {key} is {value!r} (must be a finite number >= 0)")
-                continue
-            counters.setdefault(owner, {})[_decode(key)] = float(value)
-        bad = db.execute(
-            "SELECT analysis_id, seen_at FROM pending WHERE seen_at IS NULL OR seen_at < 0 OR seen_at > 1e12 "
-            "OR logged_at IS NULL OR logged_at < 0 LIMIT 1"
-        ).fetchone()
-        if bad is not None:
-            problems.append(f"pending claim {bad[0]} has an impossible time ({bad[1]!r})")
-        known = None
-        if db.execute("SELECT value FROM meta WHERE key = 'known_files'").fetchone() is not None:
-            known = [position_from_row(row, problems) for row in db.execute(f"SELECT {_FILE_COLUMNS} FROM known")]
-        if problems:
-            raise InvalidCheckpointError(summarize(problems))
-        count = db.execute("SELECT count(*) FROM pending").fetchone()[0]
-        saved_at = db.execute("SELECT value FROM meta WHERE key = 'saved_at'").fetchone()
-        return Restored(positions, counters, count, float(saved_at[0]) if saved_at else 0.0, known)
+        return read_pending(self._connect(write=False))
 
     def _set_aside(self, why: str, detail: str) -> None:
         kept = self.path.with_name(f"{STATE_FILE}.{why}-{int(self._clock())}")
@@ -321,53 +231,11 @@ class Checkpoint:
         self._state_dir.hold()
         if self._file_lost():
             self._start_new_file()
-        # A complete cut goes to a file that holds nothing of ours: every row is written, none is kept.
-        written_files = {} if snapshot.complete else self._written_files
-        written_counters = {} if snapshot.complete else self._written_counters
-        files = {(p.identity.dev, p.identity.ino): p for p in snapshot.positions}
-        changed_files = [p for key, p in files.items() if written_files.get(key) != p]
-        gone_files = [key for key in written_files if key not in files]
-        counters = {
-            (owner, _encode(key)): value for owner, rows in snapshot.counters.items() for key, value in rows.items()
-        }
-        changed_counters = [(o, k, v) for (o, k), v in counters.items() if written_counters.get((o, k)) != v]
-        written_known = {} if snapshot.complete else self._written_known
-        known = None if snapshot.known is None else {(p.identity.dev, p.identity.ino): p for p in snapshot.known}
-        changed_known = [p for key, p in (known or {}).items() if written_known.get(key) != p]
-        gone_known = [key for key in written_known if known is not None and key not in known]
         db = self._connect()
         self._ensure_schema(db)
-        with db:  # one transaction
-            if snapshot.complete:
-                for table in ("files", "counters", "pending", "known"):
-                    db.execute(f"DELETE FROM {table}")
-            db.executemany("DELETE FROM files WHERE dev = ? AND ino = ?", gone_files)
-            db.executemany(
-                f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_file_row(p) for p in changed_files],
-            )
-            db.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", changed_counters)
-            settled = [key for key, change in snapshot.pending.items() if change is None]
-            db.executemany("DELETE FROM pending WHERE analysis_id = ? AND claim = ?", settled)
-            db.executemany(
-                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
-                [_pending_row(*change) for change in snapshot.pending.values() if change is not None],
-            )
-            if known is not None:
-                db.executemany("DELETE FROM known WHERE dev = ? AND ino = ?", gone_known)
-                db.executemany(
-                    f"INSERT OR REPLACE INTO known ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_file_row(p) for p in changed_known],
-                )
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('known_files', '1')")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)", (str(self._clock()),))
-        self._written_files = files
-        if known is not None:
-            self._written_known = known
+        self._written.write(db, snapshot, self._clock())
         if snapshot.complete:
-            self._written_counters, self._complete_needed = counters, False
-        else:
-            self._written_counters.update(counters)
+            self._complete_needed = False
         if self._identity is None:  # a file SQLite made only when it first wrote it
             self._identity = _identity(self.path)
 
@@ -384,7 +252,7 @@ class Checkpoint:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
         self._identity = None
-        self._written_files, self._written_counters, self._written_known = {}, {}, {}
+        self._written = WrittenRows()
         self._complete_needed = True
         self._count("checkpoint_recreated", ())
         log.warning(
@@ -422,9 +290,7 @@ class Checkpoint:
 
     def _ensure_schema(self, db: sqlite3.Connection) -> None:
         if not self._schema_ready:
-            db.executescript(SCHEMA)  # IF NOT EXISTS throughout: a no-op on an existing checkpoint
-            with db:
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(FORMAT_VERSION),))
+            ensure_schema(db)
             self._schema_ready = True
 
     def _disconnect(self) -> None:
@@ -438,31 +304,6 @@ class Checkpoint:
         """Let go of the database and of the state directory's lock (another sidecar may take it)."""
         self._disconnect()
         self._state_dir.release()
-
-
-_FILE_COLUMNS = 'dev, ino, stream, path, real_path, fp_len, fp, "offset", size'
-
-
-def _file_row(p: Position) -> tuple:
-    i = p.identity
-    return (i.dev, i.ino, p.stream, p.path, p.real_path, i.fp_len, i.fp, p.offset, p.size)
-
-
-def _pending_row(claim: Claim, seen_at: float) -> tuple:
-    accept = json.dumps(list(claim.accept), ensure_ascii=False)
-    return (claim.analysis_id, claim.claim, accept, claim.logged_at, claim.stream, seen_at)
-
-
-def _encode(key: Key) -> str:
-    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
-
-
-def _decode(text: str) -> Key:
-    return _tupled(json.loads(text))
-
-
-def _tupled(value: Any) -> Any:
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 def _merged(older: Snapshot, newer: Snapshot) -> Snapshot:
