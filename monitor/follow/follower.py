@@ -130,7 +130,8 @@ class Follower:
         behind = dict.fromkeys(self.stats, 0)
         for followed in self._files:
             open_count[followed.stream] += 1
-            behind[followed.stream] += max(followed.last_size - followed.offset, 0)
+            if not followed.undecided:  # maybe a copy: nothing of it is due to be read (no false "behind")
+                behind[followed.stream] += max(followed.last_size - followed.offset, 0)
         for name, stats in self.stats.items():
             stats.files_open = open_count[name]
             stats.behind_bytes = behind[name]
