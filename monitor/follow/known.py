@@ -19,36 +19,43 @@ from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, dig
 from monitor.follow.items import Position
 
 MAX_KNOWN = 1024
+Key = tuple[int, int, str]  # device, inode, fingerprint
+
+
+def known_key(position: Position) -> Key:
+    """A known file's key: its inode and what it held (the same inode may be known twice)."""
+    return position.identity.dev, position.identity.ino, position.identity.fp
 
 
 class KnownFiles:
-    """Positions of known files by inode, with an index of the full fingerprints."""
+    """Positions of known files by identity (inode and fingerprint: a file truncated and written
+    again is two contents, both known), with an index of the full fingerprints."""
 
     def __init__(self, limit: int = MAX_KNOWN) -> None:
         self.limit = limit
-        self._by_inode: OrderedDict[tuple[int, int], Position] = OrderedDict()
-        self._full: dict[str, dict[tuple[int, int], int]] = {}  # fingerprint -> inode -> offset
-        self._short: dict[tuple[int, int], Position] = {}  # fingerprints under FINGERPRINT_BYTES
+        self._by_identity: OrderedDict[Key, Position] = OrderedDict()
+        self._full: dict[str, dict[Key, int]] = {}  # fingerprint -> identity -> offset
+        self._short: dict[Key, Position] = {}  # fingerprints under FINGERPRINT_BYTES
         self.version = 0  # changes whenever what is known changes: a save writes the list only then
 
     def __len__(self) -> int:
-        return len(self._by_inode)
+        return len(self._by_identity)
 
     def know(self, position: Position) -> None:
         self.version += 1
-        key = (position.identity.dev, position.identity.ino)
+        key = known_key(position)
         self._forget(key)
-        self._by_inode[key] = position
+        self._by_identity[key] = position
         if position.identity.fp_len >= FINGERPRINT_BYTES:
             self._full.setdefault(position.identity.fp, {})[key] = position.offset
         elif position.identity.fp_len:
             self._short[key] = position
-        while len(self._by_inode) > self.limit:
-            self._forget(next(iter(self._by_inode)))
+        while len(self._by_identity) > self.limit:
+            self._forget(next(iter(self._by_identity)))
 
     def positions(self) -> list[Position]:
         """Oldest first, as the checkpoint saves them."""
-        return list(self._by_inode.values())
+        return list(self._by_identity.values())
 
     def starts_like(self, head: bytes) -> bool:
         """Does a file starting with `head` start like a known file?"""
@@ -68,8 +75,8 @@ class KnownFiles:
             for p in self._short.values()
         )
 
-    def _forget(self, key: tuple[int, int]) -> None:
-        position = self._by_inode.pop(key, None)
+    def _forget(self, key: Key) -> None:
+        position = self._by_identity.pop(key, None)
         if position is None:
             return
         self._short.pop(key, None)

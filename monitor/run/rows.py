@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.follow import Position
+from monitor.follow.known import known_key
 from monitor.reconcile.claims import Claim
 from monitor.run.snapshot import Key, Snapshot, position_from_row, summarize, valid_count
 
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS known (
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, stream TEXT NOT NULL, path TEXT NOT NULL,
     real_path TEXT NOT NULL, fp_len INTEGER NOT NULL, fp TEXT NOT NULL,
-    "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino));
+    "offset" INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (dev, ino, fp));
 CREATE TABLE IF NOT EXISTS counters (owner TEXT NOT NULL, key TEXT NOT NULL, value REAL, PRIMARY KEY (owner, key));
 CREATE TABLE IF NOT EXISTS pending (
     analysis_id TEXT NOT NULL, claim TEXT NOT NULL, accept TEXT NOT NULL, logged_at REAL, stream TEXT NOT NULL,
@@ -120,13 +121,13 @@ class WrittenRows:
 
     def __init__(self) -> None:
         self.files: dict[tuple[int, int], Position] = {}
-        self.known: dict[tuple[int, int], Position] = {}
+        self.known: dict[tuple, Position] = {}
         self.counters: dict[tuple[str, str], float] = {}
 
     def restored(self, restored: Restored) -> None:
         """What a database just read holds."""
         self.files = {_key(p): p for p in restored.positions}
-        self.known = {_key(p): p for p in restored.known or ()}
+        self.known = {known_key(p): p for p in restored.known or ()}
         self.counters = {
             (owner, _encode(key)): value for owner, rows in restored.counters.items() for key, value in rows.items()
         }
@@ -139,12 +140,12 @@ class WrittenRows:
         counters = {
             (owner, _encode(key)): value for owner, rows in snapshot.counters.items() for key, value in rows.items()
         }
-        known = None if snapshot.known is None else {_key(p): p for p in snapshot.known}
+        known = None if snapshot.known is None else {known_key(p): p for p in snapshot.known}
         with db:  # one transaction
             if snapshot.complete:
                 for table in ("files", "counters", "pending", "known"):
                     db.execute(f"DELETE FROM {table}")
-            _write_files(db, "files", self.files, files)
+            _write_files(db, "files", ("dev", "ino"), self.files, files)
             db.executemany(
                 "INSERT OR REPLACE INTO counters VALUES (?, ?, ?)",
                 [(o, k, v) for (o, k), v in counters.items() if self.counters.get((o, k)) != v],
@@ -156,7 +157,7 @@ class WrittenRows:
                 [_pending_row(*change) for change in snapshot.pending.values() if change is not None],
             )
             if known is not None:
-                _write_files(db, "known", self.known, known)
+                _write_files(db, "known", ("dev", "ino", "fp"), self.known, known)
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('known_files', '1')")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)", (str(saved_at),))
         self.files = files
@@ -166,12 +167,18 @@ class WrittenRows:
 
 
 def _write_files(
-    db: sqlite3.Connection, table: str, written: dict[tuple[int, int], Position], now: dict[tuple[int, int], Position]
+    db: sqlite3.Connection,
+    table: str,
+    key: tuple[str, ...],
+    written: dict[tuple, Position],
+    now: dict[tuple, Position],
 ) -> None:
-    db.executemany(f"DELETE FROM {table} WHERE dev = ? AND ino = ?", [key for key in written if key not in now])
+    """The rows of `table` (keyed by the columns `key`, as the dicts are) that differ from `written`."""
+    where = " AND ".join(f"{column} = ?" for column in key)
+    db.executemany(f"DELETE FROM {table} WHERE {where}", [k for k in written if k not in now])
     db.executemany(
         f"INSERT OR REPLACE INTO {table} ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_file_row(p) for key, p in now.items() if written.get(key) != p],
+        [_file_row(p) for k, p in now.items() if written.get(k) != p],
     )
 
 

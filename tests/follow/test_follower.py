@@ -721,6 +721,13 @@ def test_a_glob_naming_the_copies_reads_every_line_once_while_copies_are_written
     run_rotation_model(operations, glob=True)
 
 
+def test_a_file_truncated_twice_keeps_both_contents_known():
+    """Found by the model above: the old copies of one inode's two contents (copytruncate twice,
+    then a delete starts a catch-up) are both known, and neither is read again."""
+    ops = [("write", 1), ("copytruncate", 0), ("write", 1), ("copytruncate", 0), ("delete", 0)]
+    run_rotation_model(ops, glob=False)
+
+
 def run_rotation_model(operations: list[tuple[str, int]], glob: bool) -> None:
     import tempfile
 
