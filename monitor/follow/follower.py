@@ -311,37 +311,31 @@ class Follower:
         """Truncated: first the lines written after our last read that the rotated copy (if a
         sibling holds what we read) saved, then the same file from its start, as a new serial."""
         self.stats[followed.stream].truncations += 1
-        identity, offset, tail = followed.identity, followed.offset, followed.tail
-
-        def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
-            return offset if is_copy(handle, st, identity, offset, tail) else None
-
-        for copy in self._undecided_copies(followed):  # a copy followed while it was being written
-            copy.offset, copy.undecided = offset, False
-            copy.remember_tail()
-            copy.rotated, copy.first_path = True, ""
-            yield from self._read(copy, os.fstat(copy.handle.fileno()).st_size, followed.serial)
-            break
-        else:
-            yield from self._read_copy(followed, start_at)
+        copy = self._copy_of(followed)
+        if copy is not None:
+            copy.rotated, copy.first_path = True, ""  # not a rotation of its own
+            size = os.fstat(copy.handle.fileno()).st_size
+            yield from self._read(copy, size, followed.serial)  # continues the truncated file's last line
         yield End(followed.stream, followed.serial, "truncated")
         self._files.renumber(followed)
         self.busy = True
 
-    def _undecided_copies(self, original: FollowedFile) -> Iterator[FollowedFile]:
-        for other in self._files:
-            if other.undecided and other is not original and other.stream == original.stream:
-                st = os.fstat(other.handle.fileno())
-                if is_copy(other.handle, st, original.identity, original.offset, original.tail):
-                    yield other
+    def _copy_of(self, original: FollowedFile) -> FollowedFile | None:
+        """The copy that holds what was read of `original`, set to read on from its offset: one
+        followed undecided while it was being written, or one found beside it."""
+        identity, offset, tail = original.identity, original.offset, original.tail
+        undecided = [f for f in self._files if f.undecided and f.stream == original.stream and f is not original]
+        for other in undecided:
+            if is_copy(other.handle, os.fstat(other.handle.fileno()), identity, offset, tail):
+                other.offset, other.undecided = offset, False
+                other.remember_tail()
+                return other
 
-    def _read_copy(self, followed: FollowedFile, start_at: StartAt) -> Iterator[Item]:
-        """The truncated file's copy, found beside it, read on from where the original was read."""
-        for path in siblings(followed.path, self._fs):
-            opened = self._open(followed.stream, path, start_at)
+        def start_at(st: os.stat_result, _head: bytes, handle: BinaryIO) -> int | None:
+            return offset if is_copy(handle, st, identity, offset, tail) else None
+
+        for path in siblings(original.path, self._fs):
+            opened = self._open(original.stream, path, start_at)
             if opened is not None and opened.outcome == "opened":
-                copy = opened.followed
-                copy.rotated, copy.first_path = True, ""  # not a rotation of its own
-                size = os.fstat(copy.handle.fileno()).st_size
-                yield from self._read(copy, size, followed.serial)  # continues the truncated file's last line
-                break
+                return opened.followed
+        return None

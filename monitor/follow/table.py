@@ -20,7 +20,7 @@ from monitor.follow.copies import Verdict, verdict
 from monitor.follow.descriptors import DescriptorBudget
 from monitor.follow.file import FollowedFile
 from monitor.follow.fs import FileSystem
-from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, matches
+from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, Identity, digest, identity_of, matches
 from monitor.follow.items import Position
 from monitor.follow.known import KnownFiles
 
@@ -58,7 +58,6 @@ class FileTable:
         # Followed files by their first MIN_COPY_FINGERPRINT bytes: only files alike there are copies
         # of each other. A file shorter than that at open is indexed once it has them (`index_grown`).
         self._by_head: dict[bytes, dict[FollowedFile, None]] = {}
-        self._indexed_as: dict[FollowedFile, bytes] = {}
         self._unindexed: dict[FollowedFile, None] = {}
         # Checkpointed files that exist but cannot be opened yet (permissions): their positions are
         # kept, saved, and taken up by whoever opens the file first, so it is never read from 0.
@@ -201,19 +200,19 @@ class FileTable:
 
     def _index(self, followed: FollowedFile) -> None:
         if followed.head_key:
-            self._indexed_as[followed] = followed.head_key
             self._by_head.setdefault(followed.head_key, {})[followed] = None
         else:
             self._unindexed[followed] = None
 
     def _unindex(self, followed: FollowedFile) -> None:
+        # A head_key changes only from b"" (an unindexed file) or after this (renumber): it is the
+        # key the file was indexed under, if it was.
         self._unindexed.pop(followed, None)
-        key = self._indexed_as.pop(followed, None)
-        same = self._by_head.get(key) if key is not None else None
+        same = self._by_head.get(followed.head_key)
         if same is not None:
             same.pop(followed, None)
             if not same:
-                del self._by_head[key]
+                del self._by_head[followed.head_key]
 
     def _remember(self, followed: FollowedFile) -> None:
         if followed.offset and followed.identity.fp_len:
@@ -240,11 +239,8 @@ class FileTable:
             return
         with handle:
             st = os.fstat(handle.fileno())
-            if (st.st_dev, st.st_ino) in self._by_inode:
-                return
-            head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
-            identity = Identity(st.st_dev, st.st_ino, len(head), digest(head))
-            self.know(Position(stream, path, identity, st.st_size, st.st_size))
+            if (st.st_dev, st.st_ino) not in self._by_inode:
+                self.know(Position(stream, path, identity_of(handle, st), st.st_size, st.st_size))
 
     # -- restore -------------------------------------------------------------------------
 
