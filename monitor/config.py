@@ -160,6 +160,18 @@ class StateConfig(_Model):
     checkpoint_interval_seconds: float = Field(default=5.0, gt=0)
 
 
+class AuditConfig(_Model):
+    """The self-audit: files the live path has read, read again and compared per rule and minute."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Minutes of the log's own time kept per (stream, rule) in the checkpoint, and audited.
+    retention_minutes: int = Field(default=180, ge=2, le=10080)
+    # Re-reading runs at low priority and at most this fast, so it cannot starve the live path.
+    max_read_bytes_per_second: int = Field(default=16 << 20, ge=64 << 10)
+    max_findings_per_round: int = Field(default=10, ge=1, le=1000)
+
+
 class MongoSettings(_Model):
     """Where the server's analyses live. No URL at all: the sidecar runs log-only."""
 
@@ -228,6 +240,7 @@ class Config(_Model):
     sources: list[Source] = Field(default_factory=list)
     follow: FollowConfig = FollowConfig()
     state: StateConfig = StateConfig()
+    audit: AuditConfig = AuditConfig()
     mongodb: MongoSettings = MongoSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     rules: list[Rule] = Field(min_length=1)

@@ -95,6 +95,11 @@ SIDECAR_METRICS = {
             "checkpoint_set_aside",
             "checkpoint_recreated",
             "label_overflows",
+            "audit_rounds",
+            "audit_minutes",
+            "audit_files",
+            "audit_bytes",
+            "audit_drifted_lines",
         )
     ),
     "logmonitor_files_open",

@@ -296,7 +296,8 @@ def test_stat_panels_are_instant_and_count_over_the_dashboard_range():
 
 def test_top_row_says_whether_anything_is_wrong():
     """The first row: sidecars up, statuses lost in the range, analyses stuck now, event-loop
-    regressions and MongoDB timeouts in the range, MongoDB reachable, the firing alerts, and
+    regressions and MongoDB timeouts in the range, MongoDB reachable, counts the self-audit found
+    drifted from the log, the firing alerts, and
     where the runbooks and the /findings page are."""
     row, panels = top_row(DASHBOARD)
     assert DASHBOARD["panels"][0] is row, "the top row comes first in the file too"
@@ -313,8 +314,9 @@ def test_top_row_says_whether_anything_is_wrong():
         "Event-loop regression": r'rule="event_loop_regression"[^}]*\}\[\$__range\]',
         "MongoDB timeouts": r'rule="mongodb_operation_timeout"[^}]*\}\[\$__range\]',
         "MongoDB up": r"min\(logmonitor_mongo_up\{",
+        "Counts audited": r"increase\(logmonitor_audit_drifted_lines_total\{[^}]*\}\[\$__range\]\)",
     }
-    assert list(stats) == list(wanted), "the six stats, left to right"
+    assert list(stats) == list(wanted), "the seven stats, left to right"
     for title, pattern in wanted.items():
         assert re.search(pattern, stats[title]), f"{title}: {stats[title]}"
     stat_panels = [p for p in panels if p["type"] == "stat"]

@@ -24,6 +24,7 @@ RANKS = {
     "scan": 2,
     "export": 3,
     "reconcile": 4,
+    "audit": 4,
     "incident": 5,
     "run": 5,
     "cli": 6,

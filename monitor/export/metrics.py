@@ -41,6 +41,11 @@ SELF_COUNTERS = {
     "checkpoint_set_aside": "Checkpoints set aside at start, by reason: corrupt (not a readable database) or invalid.",
     "checkpoint_recreated": "Checkpoint files found deleted or replaced while running, and written anew whole.",
     "label_overflows": "Events counted as label value 'other' because a label or series cap was reached.",
+    "audit_rounds": "Self-audit rounds per stream, by result: clean, drifted (some minute's counts differ), failed.",
+    "audit_minutes": "Minutes of the log's own time whose counts the self-audit compared with the files on disk.",
+    "audit_files": "Files (contents) the self-audit read again from their first byte.",
+    "audit_bytes": "Bytes the self-audit read again.",
+    "audit_drifted_lines": "Lines counted live more (over) or fewer (under) than the files on disk hold, per rule.",
 }
 STREAM_COUNTERS = ("lines", "bytes", "oversized_lines")
 

@@ -20,13 +20,14 @@ The follow stage knows files, not rules. Its parts, one kind of state each:
 from monitor.follow.follower import Follower
 from monitor.follow.fs import REAL, FileSystem
 from monitor.follow.identity import Identity
-from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
+from monitor.follow.items import Data, End, Extent, Flush, FollowSettings, Item, Position, StreamSpec
 from monitor.follow.stats import StreamStats
 
 __all__ = [
     "REAL",
     "Data",
     "End",
+    "Extent",
     "FileSystem",
     "Flush",
     "FollowSettings",

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from monitor.follow.discover import Discovery, watch_directories
 from monitor.follow.file import FollowedFile
 from monitor.follow.fs import REAL, FileSystem
-from monitor.follow.identity import FINGERPRINT_BYTES, is_copy, siblings
-from monitor.follow.items import Data, End, Flush, FollowSettings, Item, Position, StreamSpec
+from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, is_copy, siblings, source_of
+from monitor.follow.items import Data, End, Extent, Flush, FollowSettings, Item, Position, StreamSpec
 from monitor.follow.restore import Restorer
 from monitor.follow.stats import FollowCollector, StreamStats, counter_rows, restore_counters
 from monitor.follow.table import FileTable, Opened, OutOfDescriptorsError, StartAt
@@ -88,6 +88,17 @@ class Follower:
         """(serial, position) of every followed file, and of every checkpointed file still waited
         for (serial 0: nothing read of it in this run), for the checkpoint."""
         return [(f.serial, f.position()) for f in self._files] + [(0, p) for p in self._files.waiting()]
+
+    def extents(self) -> list[Extent]:
+        """What was read of every followed file (not one that may be a copy: nothing of it is read)
+        and of every known one, for the self-audit."""
+        followed = []
+        for f in self._files:
+            where = self._fs.where(f.handle)  # its name now: rotation renames it under our descriptor
+            if not f.undecided and where and not where.endswith(" (deleted)"):
+                followed.append(Extent(f.stream, where, f.identity, f.offset, f.serial))
+        known = [Extent(p.stream, p.path, p.identity, p.offset, 0) for p in self._files.known()]
+        return followed + known
 
     def counter_rows(self) -> dict[tuple[str, ...], float]:
         return counter_rows(self.stats)
@@ -302,8 +313,11 @@ class Follower:
         return found
 
     def _read(self, followed: FollowedFile, size: int, serial: int) -> Iterator[Data]:
+        # A young file's head is read now: its first lines are the ones a rotation's minute holds.
+        head = followed.head_key or os.pread(followed.handle.fileno(), MIN_COPY_FINGERPRINT, 0)
+        source = source_of(head)
         for chunk in followed.read(size, self.settings, self._clock()):
-            yield Data(followed.stream, serial, chunk)
+            yield Data(followed.stream, serial, chunk, source)
         self.busy = True
         self.stats[followed.stream].last_read_timestamp_seconds = self._wall_clock()
 

@@ -40,6 +40,12 @@ def identity_of(handle: BinaryIO, st: os.stat_result) -> Identity:
     return Identity(st.st_dev, st.st_ino, len(head), digest(head))
 
 
+def source_of(head: bytes) -> str:
+    """A short name for a file's content, the same for a copy and after a rename or a
+    compression: the digest of its first MIN_COPY_FINGERPRINT bytes ("" while it has fewer)."""
+    return digest(head[:MIN_COPY_FINGERPRINT])[:16] if len(head) >= MIN_COPY_FINGERPRINT else ""
+
+
 def matches(head: bytes, identity: Identity) -> bool:
     """Does a file starting with `head` start with the fingerprinted bytes?"""
     return len(head) >= identity.fp_len and digest(head[: identity.fp_len]) == identity.fp

@@ -48,10 +48,23 @@ class Position:
 
 
 @dataclass(frozen=True)
+class Extent:
+    """What was read of one file, for the self-audit: its bytes [0, offset) at `path`, if the
+    file there still is `identity`. `serial` 0: a file known, not followed (closed)."""
+
+    stream: str
+    path: str
+    identity: Identity
+    offset: int
+    serial: int
+
+
+@dataclass(frozen=True)
 class Data:
     stream: str
     file: int  # serial of the followed file: one scanner (and partial line) per serial
     data: bytes
+    source: str = ""  # which content the bytes are from (`identity.source_of` its head): the self-audit's
 
 
 @dataclass(frozen=True)

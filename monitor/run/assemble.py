@@ -53,9 +53,15 @@ def load_and_compile(path: Path, state_dir: str | Path | None = None) -> tuple[L
     loaded = load_config(path)
     config = loaded.config
     claim_rules = {claim.rule for claim in config.reconcile.claims}
-    cache = Path(state_dir or config.state.directory) / "cache"
-    matcher = compile_matcher(config.rules, config.timestamp, loaded.where, event_rules=claim_rules, cache_dir=cache)
+    matcher = compile_matcher(
+        config.rules, config.timestamp, loaded.where, event_rules=claim_rules, cache_dir=_cache(config, state_dir)
+    )
     return loaded, matcher
+
+
+
+def _cache(config: Config, state_dir: str | Path | None) -> Path:
+    return Path(state_dir or config.state.directory) / "cache"
 
 
 def follow_settings(config: Config) -> FollowSettings:

@@ -34,6 +34,9 @@ from monitor.reconcile.claims import Claim
 from monitor.run.snapshot import Key, Snapshot, position_from_row, summarize, valid_count
 
 FORMAT_VERSION = 2
+# Owners whose rows leave as well as come (the self-audit's book keeps a window of minutes):
+# a row of theirs written before and absent from a cut is deleted.
+WINDOWED_OWNERS = frozenset({"audit"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -150,6 +153,8 @@ class WrittenRows:
                 "INSERT OR REPLACE INTO counters VALUES (?, ?, ?)",
                 [(o, k, v) for (o, k), v in counters.items() if self.counters.get((o, k)) != v],
             )
+            gone = [(o, k) for (o, k) in self.counters if o in WINDOWED_OWNERS and (o, k) not in counters]
+            db.executemany("DELETE FROM counters WHERE owner = ? AND key = ?", gone)
             settled = [key for key, change in snapshot.pending.items() if change is None]
             db.executemany("DELETE FROM pending WHERE analysis_id = ? AND claim = ?", settled)
             db.executemany(
@@ -164,6 +169,8 @@ class WrittenRows:
         if known is not None:
             self.known = known
         self.counters.update(counters)
+        for key in gone:
+            del self.counters[key]
 
 
 def _write_files(

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from monitor.audit.auditor import Auditor
+from monitor.audit.book import AuditBook
 from monitor.config import ConfigError, parse_listen
 from monitor.exits import EXIT_BAD_INPUT, EXIT_NOT_SAVED, EXIT_OK
 from monitor.export.metrics import LogMetrics
@@ -107,7 +109,8 @@ class Sidecar:
             registry=self.registry,
             metric_prefix=config.metrics.self_prefix,
         )
-        self.pipeline = Pipeline(matcher, config.scan.max_line_bytes, self.metrics)
+        self.book = AuditBook(config.audit.retention_minutes) if config.audit.enabled else None
+        self.pipeline = Pipeline(matcher, config.scan.max_line_bytes, self.metrics, self.book)
         self.loop = FollowLoop(
             self.follower,
             self.pipeline,
@@ -131,6 +134,20 @@ class Sidecar:
             self.metrics,
             self.reconciler,
         )
+        self.auditor: Auditor | None = None
+        if self.book is not None:
+            # Its own matcher: a Hyperscan scratch serves one thread at a time.
+            self.auditor = Auditor(
+                self.book,
+                self.loop.lock,
+                self._extents,
+                matcher.for_another_thread(),
+                config.audit,
+                self.metrics,
+                config.scan.max_line_bytes,
+                timezone=config.timestamp.timezone,
+            )
+            self.auditor.declare([s.name for s in self.streams], [rule.name for rule in config.rules])
         self._reload_requested = False
         self.server: MetricsServer | None = None
 
@@ -153,6 +170,8 @@ class Sidecar:
         self.loop.waker.start()
         if self.reconciler is not None:
             self.reconciler.start()
+        if self.auditor is not None:
+            self.auditor.start()
         log.info(
             "following %s; metrics on http://%s:%d/metrics; state in %s",
             ", ".join(f"{s.name}={'|'.join(s.paths)}" for s in self.streams),
@@ -187,6 +206,8 @@ class Sidecar:
 
     def shutdown(self) -> bool:
         """Stop serving and following, with a last checkpoint; False (logged) if it could not be written."""
+        if self.auditor is not None:
+            self.auditor.stop()
         saved = self.save()
         if self.server is not None:
             self.server.close()
@@ -204,6 +225,10 @@ class Sidecar:
                 self.state.checkpoint.path,
             )
         return saved
+
+    def _extents(self) -> list:
+        """What was read of each file and whether all of it was counted (under the loop's lock)."""
+        return [(e, self.pipeline.flushed(e.serial)) for e in self.follower.extents()]
 
     # -- endpoints, reload ------------------------------------------------------------
 
@@ -251,6 +276,9 @@ class Sidecar:
             self._extractor = ClaimExtractor(loaded.config.reconcile.claims)
             self.pipeline.set_matcher(matcher)
             self.metrics.set_rules(loaded.config)
+            if self.auditor is not None and self.book is not None:
+                self.book.rules_changed()
+                self.auditor.set_matcher(matcher.for_another_thread())
         self.metrics.count("config_reloads", (("result", "success"),))
         log.info("config reloaded: %d rules", len(matcher.rules))
         return True

@@ -85,6 +85,8 @@ class SidecarState:
             for serial, p in self._follower.positions()
         ]
         counters = {"metrics": self._metrics.counter_rows(), "follow": self._follower.counter_rows()}
+        if self._pipeline.book is not None:
+            counters["audit"] = self._pipeline.book.rows()
         pending = {}
         if self._reconciler is not None:
             counters["reconcile"], pending = self._reconciler.checkpoint_share(complete)
@@ -106,6 +108,8 @@ class SidecarState:
             return
         self._metrics.restore_counters(restored.counters.get("metrics", {}))
         self._follower.restore_counters(restored.counters.get("follow", {}))
+        if self._pipeline.book is not None:
+            self._pipeline.book.restore(restored.counters.get("audit", {}))
         self._follower.restore(restored.positions, restored.saved_at, restored.known)
         waiting = ""
         if self._reconciler is not None:

@@ -24,6 +24,7 @@ are compiled byte-wise only, which is what makes them exact.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import time
@@ -38,6 +39,7 @@ import re2
 
 from monitor.config import ConfigError, Rule, TimestampFormat
 from monitor.scan.lines import Block, LineFramer
+from monitor.scan.minutes import MinuteCarry, MinuteReader
 from monitor.scan.patterns import (
     byte_wise_misses_nothing,
     compile_re2,
@@ -75,6 +77,10 @@ class Tally:
     events: list[Event] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # rule -> lines matched (rules without events)
     times: dict[str, float] = field(default_factory=dict)  # rule -> time of its last such line
+    # Only when scanned with a MinuteCarry (the self-audit): (rule, minute of the line's own time) ->
+    # lines, for every rule; and minutes up to which an untimed line makes the counts unknowable.
+    minutes: dict[tuple[str, int], int] = field(default_factory=dict)
+    blind: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.counts)
@@ -136,14 +142,27 @@ class Matcher:
         self._confirmed_rules = {i for i, compiled in enumerate(self._rules) if not compiled.counted}
         self._database = _load_or_build(expressions, cache_dir)
         self._clock = clock
-        self._timestamps = _TimestampReader(timestamp or TimestampFormat())
+        self._timestamp_format = timestamp or TimestampFormat()
+        self._timestamps = _TimestampReader(self._timestamp_format)
+        self._minutes = MinuteReader(self._timestamps.read, self._timestamps.default_layout)
+        self._scratch: hyperscan.Scratch | None = None  # None: the database's own
+
+    def for_another_thread(self) -> Matcher:
+        """The same compiled rules for another thread (the self-audit's): a Hyperscan scratch and the
+        time caches serve one scan at a time, the database any number. Costs no compilation."""
+        twin = copy.copy(self)
+        twin._scratch = hyperscan.Scratch(self._database)
+        twin._timestamps = _TimestampReader(self._timestamp_format)
+        twin._minutes = MinuteReader(twin._timestamps.read, twin._timestamps.default_layout)
+        return twin
 
     @property
     def rules(self) -> list[Rule]:
         return [compiled.rule for compiled in self._rules]
 
-    def scan(self, block: Block | bytes, tally: Tally | None = None) -> Tally:
-        """Add what a block of complete LF-terminated lines holds to `tally` (a new one by default)."""
+    def scan(self, block: Block | bytes, tally: Tally | None = None, carry: MinuteCarry | None = None) -> Tally:
+        """Add what a block of complete LF-terminated lines holds to `tally` (a new one by default);
+        with `carry` (the file's time so far), also the matched lines' minutes."""
         tally = Tally() if tally is None else tally
         buf, start, stop = block if isinstance(block, Block) else (block, 0, len(block))
         hits: list[tuple[int, int]] = []
@@ -153,10 +172,13 @@ class Matcher:
             on_match((end, expression))
 
         view = memoryview(buf)[start:stop] if start or stop != len(buf) else buf
-        self._database.scan(view, match_event_handler=on_hit)
+        self._database.scan(view, match_event_handler=on_hit, scratch=self._scratch)
         if not hits:
+            if carry is not None:
+                self._minutes.assign(buf, start, stop, {}, carry, tally.minutes, tally.blind)
             return tally
         counted: dict[int, list[int]] = {}  # rule -> where each line it matched ends (its count)
+        timed: dict[int, list[int]] | None = None if carry is None else {}  # event rules' line ends
         candidates: dict[int, set[int]] = {}  # line end -> rules RE2 must confirm there
         rule_of, counted_expression = self._expression_rule, self._counted_expression
         for end, expression in hits:
@@ -175,7 +197,12 @@ class Matcher:
         for line_end in sorted(candidates):
             line_start = buf.rfind(b"\n", start, line_end) + 1 or start
             rules = sorted(candidates[line_end])
-            self._confirm(buf[line_start:line_end], line_end, rules, counted, tally)
+            self._confirm(buf[line_start:line_end], line_end, rules, counted, tally, timed)
+        if carry is not None:
+            ends_by_rule = {self._rules[r].rule.name: ends for r, ends in counted.items()}
+            for rule, ends in (timed or {}).items():
+                ends_by_rule.setdefault(self._rules[rule].rule.name, []).extend(ends)
+            self._minutes.assign(buf, start, stop, ends_by_rule, carry, tally.minutes, tally.blind)
         for rule, ends in counted.items():
             name = self._rules[rule].rule.name
             tally.counts[name] = tally.counts.get(name, 0) + len(ends)
@@ -190,6 +217,7 @@ class Matcher:
         rules: list[int],
         counted: dict[int, list[int]],
         tally: Tally,
+        timed: dict[int, list[int]] | None,
     ) -> None:
         try:
             line = raw.decode("utf-8")
@@ -206,6 +234,8 @@ class Matcher:
             if not compiled.events:
                 counted.setdefault(rule, []).append(line_end)
                 continue
+            if timed is not None:
+                timed.setdefault(rule, []).append(line_end)
             if when is None:
                 when = self._timestamps.read(raw) or self._clock()
             captures = {_text(k): _text(v) for k, v in match.groupdict().items() if v is not None}
@@ -224,20 +254,21 @@ class Matcher:
 class Scanner:
     """A framer and a matcher together: byte chunks of one stream in, tallies out."""
 
-    def __init__(self, matcher: Matcher, max_line_bytes: int = 1 << 20) -> None:
+    def __init__(self, matcher: Matcher, max_line_bytes: int = 1 << 20, minutes: bool = False) -> None:
         self.matcher = matcher
         self.framer = LineFramer(max_line_bytes)
+        self.carry = MinuteCarry() if minutes else None  # the file's time so far, for Tally.minutes
 
     def feed(self, data: bytes) -> Tally:
         tally = Tally()
         for block in self.framer.feed(data):
-            self.matcher.scan(block, tally)
+            self.matcher.scan(block, tally, self.carry)
         return tally
 
     def flush(self) -> Tally:
         tally = Tally()
         for block in self.framer.flush():
-            self.matcher.scan(block, tally)
+            self.matcher.scan(block, tally, self.carry)
         return tally
 
 
@@ -407,11 +438,11 @@ class _TimestampReader:
         # strptime costs ~10 us a line; ISO-like formats (logging's default among them) parse in C.
         self._iso = fmt.format in _ISO_FORMATS
         self._zone = ZoneInfo(fmt.timezone)
-        self._default_layout = fmt.regex == TimestampFormat().regex and fmt.format == TimestampFormat().format
+        self.default_layout = fmt.regex == TimestampFormat().regex and fmt.format == TimestampFormat().format
         self._hour: tuple[tuple[int, ...], float] = ((), 0.0)
 
     def read(self, line: bytes) -> float | None:
-        if self._default_layout:
+        if self.default_layout:
             # logging's asctime at the start of the line (the common case): slice it, no regex.
             head = line[:23]
             if len(head) == 23 and head[4] == 45 and head[10] == 32 and head[19] == 44 and head[:4].isdigit():
@@ -432,7 +463,7 @@ class _TimestampReader:
         newest = 0.0
         for end in ends:
             line_start = buf.rfind(b"\n", start, end) + 1 or start
-            head = buf[line_start : min(line_start + 23, end)] if self._default_layout else b""
+            head = buf[line_start : min(line_start + 23, end)] if self.default_layout else b""
             if len(head) == 23 and head[4] == 45 and head[10] == 32 and head[19] == 44 and head[:4].isdigit():
                 newest_head = max(newest_head, head)
             else:

@@ -320,3 +320,25 @@ def open_files() -> list[str]:
         with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
             names.append(os.readlink(f"/proc/self/fd/{fd}"))
     return names
+
+
+def test_the_audit_book_rows_leave_the_checkpoint_with_their_minutes_and_a_save_writes_only_changes(tmp_path):
+    """The self-audit's book keeps a window of minutes: rows of a minute that left it are deleted,
+    and a save writes the minute that changed, not the window."""
+    checkpoint = Checkpoint(tmp_path)
+    window = {("count", "app", "timeout", minute): 2.0 for minute in range(100, 280)}
+    cut = snapshot()
+    cut.counters["audit"] = window
+    save(checkpoint, cut)
+    db = checkpoint._connect()
+    before = db.total_changes
+    moved = {key: value for key, value in window.items() if key[3] != 100}
+    moved[("count", "app", "timeout", 280)] = 1.0
+    cut = snapshot()
+    cut.counters["audit"] = moved
+    save(checkpoint, cut)
+    assert db.total_changes - before == 3  # minute 100 deleted, minute 280 added, the save time
+    checkpoint.close()
+    again = Checkpoint(tmp_path)
+    assert again.load().counters["audit"] == moved
+    again.close()

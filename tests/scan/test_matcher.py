@@ -382,3 +382,28 @@ def test_the_newest_time_is_the_newest_line_not_the_last_one_written():
     untimed = block + "traceback line MongoDB操作超时\n".encode()
     clock = 1761142900.0
     assert Matcher(RULES, fmt, clock=lambda: clock, event_rules=()).scan(untimed).times == {"timeout": clock}
+
+
+def test_a_twin_for_another_thread_scans_at_the_same_time_without_compiling_again():
+    """The self-audit scans on its own thread: one Hyperscan scratch serves one scan at a time
+    (sharing it raises ScratchInUseError), so the audit's twin has its own over the same database."""
+    import threading
+
+    matcher = Matcher([rule("timeout", "MongoDB操作超时")], event_rules=())
+    twin = matcher.for_another_thread()
+    assert twin._database is matcher._database
+    data = (log_line("MongoDB操作超时") + "\n").encode() * 20_000 + b"noise\n" * 20_000
+    results: list[object] = []
+
+    def scan_often(which: Matcher) -> None:
+        try:
+            results.extend(which.scan(data).counts["timeout"] for _ in range(20))
+        except Exception as exc:  # ScratchInUseError when the scratch is shared
+            results.append(exc)
+
+    threads = [threading.Thread(target=scan_often, args=(m,)) for m in (matcher, twin)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [20_000] * 40
