@@ -6,5 +6,5 @@ Its parts:
   verdicts so far (kept in the checkpoint with the counters they judge);
 - `disk`: the files read again, apart from the live path, up to where it stands;
 - `compare`: which minutes are comparable, and the drifts among them;
-- `auditor`: the low-priority thread running a round every `audit.interval_seconds`.
+- `auditor`: the rate-limited thread running a round every `audit.interval_seconds`.
 """

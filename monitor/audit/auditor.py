@@ -2,7 +2,7 @@
 
 A round takes, under the follow loop's lock, each stream's live side (the book)
 and what was read of each file (the extents); reads the files again outside the
-lock, at low priority and at most `max_read_bytes_per_second`; compares the
+lock, in small pieces at most `max_read_bytes_per_second`; compares the
 comparable minutes; and, under the lock again, notes what it found, so the
 checkpoint holds the verdicts with the counts they judged. A drifted minute is
 logged once (a finding naming the files), and counted in
@@ -11,9 +11,7 @@ logged once (a finding naming the files), and counted in
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -92,8 +90,8 @@ class Auditor:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # the lowest CPU priority, for this thread only
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        # No lower OS priority for this thread: one descheduled while it holds the GIL would stall
+        # the follow loop behind it (a priority inversion). The rate limit bounds what it costs.
         while not self._stopping.wait(self.settings.interval_seconds):
             self.run_round()
 

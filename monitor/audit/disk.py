@@ -22,7 +22,7 @@ from monitor.follow import REAL, Extent, FileSystem
 from monitor.follow.identity import FINGERPRINT_BYTES, matches, source_of
 from monitor.scan.matcher import Matcher, Scanner, Tally
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 256 << 10  # small pieces: the follow loop gets the interpreter back between them
 OLD_FILE_MARGIN_SECONDS = 3600  # a file whose mtime is this much older than the window holds none of it
 
 

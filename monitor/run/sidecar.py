@@ -141,7 +141,7 @@ class Sidecar:
                 self.book,
                 self.loop.lock,
                 self._extents,
-                matcher.for_another_thread(),
+                matcher.for_another_thread(counts_only=True),
                 config.audit,
                 self.metrics,
                 config.scan.max_line_bytes,
@@ -278,7 +278,7 @@ class Sidecar:
             self.metrics.set_rules(loaded.config)
             if self.auditor is not None and self.book is not None:
                 self.book.rules_changed()
-                self.auditor.set_matcher(matcher.for_another_thread())
+                self.auditor.set_matcher(matcher.for_another_thread(counts_only=True))
         self.metrics.count("config_reloads", (("result", "success"),))
         log.info("config reloaded: %d rules", len(matcher.rules))
         return True

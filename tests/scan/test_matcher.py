@@ -407,3 +407,19 @@ def test_a_twin_for_another_thread_scans_at_the_same_time_without_compiling_agai
     for thread in threads:
         thread.join()
     assert results == [20_000] * 40
+
+
+def test_a_counts_only_twin_counts_what_the_events_said_without_making_them():
+    from monitor.config import load_config
+    from tests.conftest import GOLDEN, REPO
+
+    loaded = load_config(REPO / "config.yaml", environ={})
+    claim_rules = {claim.rule for claim in loaded.config.reconcile.claims}
+    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where, event_rules=claim_rules)
+    data = (GOLDEN / "tradingagents.log").read_bytes()
+    live, audit = matcher.scan(data), matcher.for_another_thread(counts_only=True).scan(data)
+    assert live.events and not audit.events
+    per_rule = dict(live.counts)
+    for event in live.events:
+        per_rule[event.rule] = per_rule.get(event.rule, 0) + 1
+    assert audit.counts == per_rule
