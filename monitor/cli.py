@@ -217,7 +217,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     from monitor.incident.repair import repair
 
-    return repair(Path(args.plan), lambda: load(args)[0].config, args.mongo_url, args.mongo_db, args.apply)
+    def config_and_matcher() -> tuple:
+        loaded, matcher = load(args)
+        return loaded.config, matcher
+
+    return repair(Path(args.plan), config_and_matcher, args.mongo_url, args.mongo_db, args.apply)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import TextIO
 
 from monitor.config import Config
-from monitor.incident.trail import INVALID_ID, MAX_LINES_SHOWN, NO_CLAIM, NO_URL, NOT_FOUND, NOT_PERSISTED, Explanation
+from monitor.incident.trail import (
+    AMBIGUOUS,
+    INVALID_ID,
+    MAX_LINES_SHOWN,
+    NO_CLAIM,
+    NO_URL,
+    NOT_FOUND,
+    NOT_PERSISTED,
+    Explanation,
+)
 
 # Control characters (C0, DEL, C1) from a log line must not drive the terminal.
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
@@ -52,7 +61,9 @@ def print_table(report: Explanation, config: Config, files: Sequence[Path], out:
         console.print(table)
     say(_document_sentence(report, config))
     status = report.document.get("status") if report.document else None
-    if trail.log_says and status == "pending":
+    if trail.log_says == AMBIGUOUS:
+        say("the log says the analysis ended both completed and failed in its last run: ambiguous, as `verify` says")
+    elif trail.log_says and status == "pending":
         say(f"the log says the analysis ended: status should be {trail.log_says!r}; MongoDB still holds 'pending'")
     say(f"verdict: {_verdict_sentence(report)}")
 

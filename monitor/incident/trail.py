@@ -1,9 +1,11 @@
 """What the logs say about one analysis (`monitor explain`'s evidence), and how it is judged.
 
-- `collect`: every line of the files that contains the id (in file order, plain
-  or `.gz`), each with the rules it matches, its text cut to `MAX_TEXT_CHARS`;
-  the claims those lines make about this id (`reconcile.claims`); and how the
-  log says the analysis ended (`log_says`).
+- `collect`: every line of the files that contains the id (plain or `.gz`, shown
+  in the order of the lines' own time, whatever the files' order), each with the
+  rules it matches, its text cut to `MAX_TEXT_CHARS`; the claims those lines make
+  about this id (`reconcile.claims`) in its last run (after its last start line,
+  as `verify` judges it); and how the log says the analysis ended (`log_says`,
+  `ambiguous` when the last run's end lines disagree).
 - `judge` and `overall`: a claim's outcome against the document, as the sidecar
   decides it once the claim's deadline has passed (`Reconciler._judge`), and the
   verdict over all claims.
@@ -34,6 +36,7 @@ from monitor.scan.readfiles import LogReadError, read_chunks
 MAX_TEXT_CHARS = 2000  # a hostile line cannot flood the terminal
 MAX_LINES_SHOWN = 1000  # the first and the last 500 lines naming the analysis
 PERSISTED, NOT_PERSISTED = "persisted", "not persisted"
+AMBIGUOUS = "ambiguous"  # log_says: its last run's end lines name more than one final status
 NO_CLAIM, NOT_CHECKED = "no claim in the logs", "not checked: no MongoDB URL"
 # Document look-up: what happened when (or instead of) asking MongoDB.
 FOUND, NOT_FOUND, NO_URL, INVALID_ID = "found", "not_found", "no_url", "invalid_id"
@@ -49,6 +52,7 @@ class NamedLine:
     rules: tuple[str, ...]  # configured rules it matches, in config order
     text: str  # cut to MAX_TEXT_CHARS with a marker
     time: str | None = field(default=None, compare=False)  # its own timestamp as written, if any
+    when: float | None = field(default=None, compare=False)  # the same, read (Unix seconds)
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,9 @@ def collect(config: Config, matcher: Matcher, analysis_id: str, files: Sequence[
     head: list[NamedLine] = []
     tail: deque[NamedLine] = deque(maxlen=half)
     seen = 0
-    claims: dict[str, FirstClaim] = {}
-    log_says: str | None = None
+    made: list[tuple[float, FirstClaim]] = []  # every claim about it, with its line's own time
+    starts: list[float] = []
+    start_rules = set(config.reconcile.start_rules)
     errors: list[str] = []
     for path in files:
         try:
@@ -188,28 +193,44 @@ def collect(config: Config, matcher: Matcher, analysis_id: str, files: Sequence[
                     rules=tuple(dict.fromkeys(e.rule for e in events)),
                     text=bounded_text(text, cut_by_reader=len(raw) >= config.scan.max_line_bytes),
                     time=_time_of(text, timestamp),
+                    when=matcher.line_time(raw),
                 )
                 seen += 1
                 (head if len(head) < half else tail).append(named)
+                if any(e.rule in start_rules and analysis_id in e.captures.values() for e in events):
+                    starts.append(named.when if named.when is not None else float("-inf"))
                 for claim in extractor.claims(events, str(path)):
-                    if claim.analysis_id != bounded_id(analysis_id):
-                        continue
-                    if claim.claim not in claims:
-                        claims[claim.claim] = FirstClaim(claim.claim, claim.accept, str(path), number)
-                    # How the analysis ended: a claim that stands for one final status (the config's
-                    # `完成，成功: True|False` and `执行失败` claims), the last one in the logs.
-                    log_says = implied_status(claim.accept) or log_says
+                    if claim.analysis_id == bounded_id(analysis_id):
+                        made.append((claim.logged_at, FirstClaim(claim.claim, claim.accept, str(path), number)))
         except LogReadError as exc:
             errors.append(str(exc))
-    lines = (*head, *tail)
+    # Files come in any order (a glob puts the oldest rotated file last): the lines' own time decides,
+    # and only the last run (after the last start line) speaks for the document, as in `verify`.
+    since = max(starts, default=float("-inf"))
+    last_run = sorted((entry for entry in made if entry[0] > since), key=lambda entry: entry[0])
+    claims: dict[str, FirstClaim] = {}
+    for _, first in last_run:
+        claims.setdefault(first.claim, first)
+    endings = {status for _, first in last_run if (status := implied_status(first.expected))}
+    lines = _in_time_order((*head, *tail))
     return Trail(
         lines=lines,
         not_shown=seen - len(lines),
         claims=tuple(claims.values()),
-        log_says=log_says,
+        log_says=AMBIGUOUS if len(endings) > 1 else next(iter(endings), None),
         last=lines[-1] if lines else None,
         errors=tuple(errors),
     )
+
+
+def _in_time_order(lines: Sequence[NamedLine]) -> tuple[NamedLine, ...]:
+    """By each line's own time; a line without one keeps the time of the line before it in its file."""
+    keyed, previous = [], (None, float("-inf"))
+    for index, named in enumerate(lines):
+        when = named.when if named.when is not None else (previous[1] if previous[0] == named.file else float("-inf"))
+        previous = (named.file, when)
+        keyed.append((when, index, named))
+    return tuple(named for _, _, named in sorted(keyed, key=lambda k: (k[0], k[1])))
 
 
 def _lines_containing(path: Path, needle: bytes, config: Config) -> Iterator[tuple[int, bytes]]:

@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -18,7 +19,7 @@ from monitor.exits import EXIT_BAD_INPUT, EXIT_FOUND, EXIT_OK
 from monitor.logs import say
 from monitor.reconcile.claims import ClaimExtractor
 from monitor.reconcile.connect import build_reconciler
-from monitor.reconcile.findings import Finding
+from monitor.reconcile.findings import GRAVITY, Finding
 from monitor.reconcile.mongo_url import NO_URL, MongoQueryError, resolve_url
 from monitor.reconcile.reconciler import Reconciler
 from monitor.scan.matcher import Matcher, Scanner
@@ -57,9 +58,7 @@ def verify_command(
     config = config.model_copy(update={"reconcile": reconcile})
     reconciler = build_reconciler(config, mongo_url, mongo_db)
     try:
-        return verify(
-            config, matcher, files, reconciler, output, repair_plan=repair_plan, input_errors=input_errors
-        )
+        return verify(config, matcher, files, reconciler, output, repair_plan=repair_plan, input_errors=input_errors)
     finally:
         if reconciler is not None:
             reconciler.mongo.close()
@@ -85,22 +84,45 @@ def verify(
     extractor = ClaimExtractor(config.reconcile.claims)
     errors = list(input_errors)
     claims = 0
+    logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
+    batch = config.reconcile.max_pending
+
+    def check(found: list) -> bool:
+        """Every claim is checked, however many: the waiting ones are checked (and leave) before the
+        set is full, so memory is bounded by reconcile.max_pending claims, not by the logs. False
+        when MongoDB stopped answering (the claims still waiting are said below)."""
+        for start in range(0, len(found), batch):
+            piece = found[start : start + batch]
+            if reconciler.pending_count() + len(piece) > batch:
+                reconciler.run_once()
+                if reconciler.pending_count():
+                    return False
+            reconciler.submit(piece)
+        return True
+
+    answering = True
     for path in files:
+        if not answering:
+            break
         scanner = Scanner(matcher, config.scan.max_line_bytes)
         try:
             for chunk in read_chunks(path, config.scan.read_chunk_bytes):
                 found = extractor.claims(scanner.feed(chunk).events, str(path))
                 claims += len(found)
-                reconciler.submit(found)
+                if not (answering := check(found)):
+                    break
         except LogReadError as exc:
             errors.append(str(exc))
         found = extractor.claims(scanner.flush().events, str(path))
         claims += len(found)
-        reconciler.submit(found)
-    logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
+        answering = answering and check(found)
     reconciler.run_once()
     for error in errors:
         say(error)
+    dropped = reconciler.stats_snapshot().dropped
+    if dropped:  # never silent: a claim not checked is not "0 not persisted"
+        say(f"{dropped} claim(s) could not be checked (more than reconcile.max_pending waiting); nothing is certain")
+        return EXIT_BAD_INPUT
     if reconciler.pending_count():
         say(
             f"MongoDB at {reconciler.mongo.where} is unreachable: {reconciler.pending_count()} claim(s) "
@@ -108,8 +130,21 @@ def verify(
         )
         return EXIT_BAD_INPUT
     findings = list(reconciler.findings)
-    if repair_plan is not None:
-        _write_repair_plan(config, matcher, files, findings, reconciler, repair_plan)
+    said = None
+    if findings and (config.reconcile.start_rules or repair_plan is not None):
+        from monitor.incident.plan import what_the_logs_say
+
+        # The flagged analyses' lines once more (memory: the flagged ones only): an analysis started
+        # again after a claim has a new run; the old run's claims do not speak for its document.
+        said = what_the_logs_say(config, matcher, files, {f.analysis_id for f in findings})
+        findings = [f for f in (_last_run_only(f, said) for f in findings) if f is not None]
+    if repair_plan is not None and errors:
+        # A plan resting on logs partly unread could propose a status an unread line contradicts.
+        say(f"no repair plan written ({repair_plan}): {len(errors)} input(s) failed; fix them and run verify again")
+    elif repair_plan is not None and not _write_repair_plan(
+        config, matcher, files, findings, reconciler, repair_plan, said
+    ):
+        errors.append(f"--repair-plan {repair_plan}: not written")
     checks = reconciler.stats_snapshot().checks
     confirmed = sum(n for (_, outcome), n in checks.items() if outcome == "confirmed")
     if output == "json":
@@ -133,22 +168,57 @@ def verify(
     return EXIT_FOUND if findings else EXIT_OK
 
 
-def _write_repair_plan(
-    config: Config, matcher: Matcher, files: list[Path], findings: list[Finding], reconciler: Reconciler, path: Path
-) -> None:
-    from monitor.incident.plan import build_plan, write_plan
+def _last_run_only(finding: Finding, said: dict) -> Finding | None:
+    """`finding` without the claims made before its analysis' last start line (None if none is left)."""
+    story = said.get(finding.analysis_id)
+    if story is None or not story.starts:
+        return finding
+    since = max(story.starts)
+    kept = [c for c in finding.claims if datetime.fromisoformat(c.logged_at).timestamp() > since]
+    if not kept:
+        return None
+    gravest = min((c.outcome for c in kept), key=GRAVITY.index)
+    return replace(finding, claims=kept, outcome=gravest)
 
-    plan = build_plan(config, matcher, files, findings, reconciler.mongo.settings.database)
+
+def _write_repair_plan(
+    config: Config,
+    matcher: Matcher,
+    files: list[Path],
+    findings: list[Finding],
+    reconciler: Reconciler,
+    path: Path,
+    said: dict | None = None,
+) -> bool:
+    """Write the plan (said); False, said, if it could not be made or written."""
+    from monitor.incident.plan import build_plan, write_plan
+    from monitor.reconcile.claims import is_object_id
+    from monitor.reconcile.mongo import MongoUnavailableError
+
+    # The flagged documents as they are now, whole values (the findings hold them shortened to text):
+    # each repair pins the one it was planned for.
+    ids = sorted({f.analysis_id for f in findings if is_object_id(f.analysis_id)})
+    documents: dict[str, dict] = {}
+    step = config.reconcile.batch_size
+    try:
+        for start in range(0, len(ids), step):
+            documents |= reconciler.mongo.find_statuses(ids[start : start + step])
+    except (MongoUnavailableError, MongoQueryError) as exc:
+        say(f"no repair plan written ({path}): reading the flagged documents failed: {exc}")
+        return False
+    plan = build_plan(config, matcher, files, findings, reconciler.mongo.settings.database, documents, said)
     try:
         write_plan(plan, path)
     except OSError as exc:
-        raise ConfigError(f"--repair-plan {path}: cannot write it: {exc.strerror or exc}") from None
+        say(f"--repair-plan {path}: cannot write it: {exc.strerror or exc}; choose a writable path")
+        return False
     say(
         f"repair plan {path}: {len(plan['repairs'])} repair(s), {len(plan['unrepairable'])} unrepairable; "
         f"review it, then `monitor repair {path}` (add --apply to change the documents)",
         level=logging.INFO,
         prefix="",
     )
+    return True
 
 
 def _print_table(findings: list[Finding], claims: int, confirmed: int, out: TextIO) -> None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient, ReturnDocument, uri_parser
+from pymongo import MongoClient, ReturnDocument, UpdateOne, uri_parser
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError
 
 from monitor.config import MongoSettings
@@ -45,6 +45,7 @@ __all__ = [
 log = logging.getLogger("monitor.mongo")  # the name operators filter on: see monitor.logs
 
 STATUS_FIELDS = {"status": 1, "created_at": 1, "completed_at": 1}
+REPAIR_FIELDS = {"status": 1, "progress": 1, "created_at": 1, "completed_at": 1}
 _CREDENTIALS = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
 
 
@@ -108,7 +109,7 @@ class MongoStats:
 
 
 class MongoGateway:
-    """Owns the MongoClient; every method is a bounded query, read-only but for `repair_one` and the
+    """Owns the MongoClient; every method is a bounded query, read-only but for `repair_many` and the
     stuck-sweep lease (`take_lease`, `release_lease`: one document in a collection of its own)."""
 
     def __init__(
@@ -150,23 +151,29 @@ class MongoGateway:
 
     def find_statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """{id: document with the status fields} for the ids that exist; ids must be validated."""
+        return self._by_ids("find_statuses", ids, STATUS_FIELDS)
+
+    def _by_ids(self, operation: str, ids: list[str], fields: dict[str, int]) -> dict[str, dict[str, Any]]:
         object_ids = [ObjectId(i) for i in ids]
 
         def query() -> dict[str, dict[str, Any]]:
-            cursor = self._collection.find({"_id": {"$in": object_ids}}, STATUS_FIELDS)
+            # One round trip: at most one document per id, so a limit (and first batch) of that many
+            # closes the cursor with the first reply.
+            most = max(len(object_ids), 1)
+            cursor = self._collection.find({"_id": {"$in": object_ids}}, fields, limit=most, batch_size=most)
             return {str(doc["_id"]): doc for doc in cursor.max_time_ms(self.settings.max_time_ms)}
 
-        return self._run("find_statuses", query)
+        return self._run(operation, query)
 
-    def matching(self, selector: dict[str, Any]) -> int:
-        """How many documents match `selector` (a repair's filter: is the document still pending?)."""
-        return self._run(
-            "matching", lambda: self._collection.count_documents(selector, maxTimeMS=self.settings.max_time_ms)
-        )
+    def repair_many(self, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
+        """The one write this tool makes (`monitor repair --apply`): each update with its own filter,
+        in one unordered bulk write; how many filters still matched."""
+        requests = [UpdateOne(selector, update) for selector, update in pairs]
+        return self._run("repair", lambda: self._collection.bulk_write(requests, ordered=False).matched_count)
 
-    def repair_one(self, selector: dict[str, Any], update: dict[str, Any]) -> bool:
-        """The one write this tool makes (`monitor repair --apply`): True if `selector` still matched."""
-        return self._run("repair", lambda: self._collection.update_one(selector, update).matched_count == 1)
+    def repair_fields(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """{id: the fields a repair reads or sets} for the ids that exist."""
+        return self._by_ids("repair_fields", ids, REPAIR_FIELDS)
 
     def take_lease(self, collection: str, name: str, holder: str, seconds: float) -> str | None:
         """Take or renew the lease document `name` for `holder` in one atomic upsert; returns who holds

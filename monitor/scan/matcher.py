@@ -25,6 +25,7 @@ are compiled byte-wise only, which is what makes them exact.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 import time
@@ -65,6 +66,7 @@ class Event:
     captures: dict[str, str] = field(hash=False)
     labels: tuple[tuple[str, str], ...]
     time: float  # the line's own timestamp, or the scan time when it has none
+    timed: bool = True  # False: `time` is the scan time, the line's own could not be read
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,13 @@ class Matcher:
         self._minutes = MinuteReader(self._timestamps.read, self._timestamps.default_layout)
         self._scratch: hyperscan.Scratch | None = None  # None: the database's own
 
-    def for_another_thread(self) -> Matcher:
+    def for_another_thread(self, counts_only: bool = False) -> Matcher:
         """The same compiled rules for another thread (the self-audit's): a Hyperscan scratch and the
-        time caches serve one scan at a time, the database any number. Costs no compilation."""
+        time caches serve one scan at a time, the database any number. Costs no compilation.
+        `counts_only`: no `Event`s (lines RE2 confirms are still confirmed, then only counted)."""
         twin = copy.copy(self)
+        if counts_only:
+            twin._rules = [dataclasses.replace(compiled, events=False) for compiled in self._rules]
         twin._scratch = hyperscan.Scratch(self._database)
         twin._timestamps = _TimestampReader(self._timestamp_format)
         twin._minutes = MinuteReader(twin._timestamps.read, twin._timestamps.default_layout)
@@ -159,6 +164,10 @@ class Matcher:
     @property
     def rules(self) -> list[Rule]:
         return [compiled.rule for compiled in self._rules]
+
+    def line_time(self, line: bytes) -> float | None:
+        """The line's own time (Unix seconds) as the configured timestamp format reads it, or None."""
+        return self._timestamps.read(line)
 
     def scan(self, block: Block | bytes, tally: Tally | None = None, carry: MinuteCarry | None = None) -> Tally:
         """Add what a block of complete LF-terminated lines holds to `tally` (a new one by default);
@@ -226,6 +235,7 @@ class Matcher:
             # Invalid bytes become U+FFFD, which `.` and classes match like any character.
             subject = line = raw.decode("utf-8", errors="replace")
         when: float | None = None
+        own_time = False
         for rule in rules:
             compiled = self._rules[rule]
             match = (compiled.regex_bytes if subject is raw else compiled.regex).search(subject)
@@ -237,7 +247,8 @@ class Matcher:
             if timed is not None:
                 timed.setdefault(rule, []).append(line_end)
             if when is None:
-                when = self._timestamps.read(raw) or self._clock()
+                read = self._timestamps.read(raw)
+                when, own_time = (read, True) if read else (self._clock(), False)
             captures = {_text(k): _text(v) for k, v in match.groupdict().items() if v is not None}
             tally.events.append(
                 Event(
@@ -247,6 +258,7 @@ class Matcher:
                     captures=captures,
                     labels=compiled.labels(captures),
                     time=when,
+                    timed=own_time,
                 )
             )
 

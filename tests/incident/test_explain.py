@@ -252,14 +252,60 @@ def test_quoted_globs_are_expanded_and_a_pattern_matching_nothing_exits_2(tmp_pa
     (tmp_path / "tradingagents.log.2.gz").write_bytes(gzip.compress(b""))
     result, report = explain(analysis_id, str(tmp_path / "tradingagents.log*"), env=NO_URL)
     assert result.returncode == 0, result.stderr
-    assert [(n["file"], n["line"]) for n in report["lines"]] == [
+    assert [(n["file"], n["line"]) for n in report["lines"]] == [  # in the lines' own time order
+        (str(tmp_path / "tradingagents.log.1"), 1),
+        (str(tmp_path / "tradingagents.log.1"), 2),
         (str(tmp_path / "tradingagents.log"), 1),
         (str(tmp_path / "tradingagents.log"), 3),
         (str(tmp_path / "tradingagents.log"), 4),
-        (str(tmp_path / "tradingagents.log.1"), 1),
-        (str(tmp_path / "tradingagents.log.1"), 2),
     ]
     pattern = str(tmp_path / "archive" / "*.gz")
     result, _ = explain(analysis_id, pattern, str(tmp_path / "tradingagents.log"), env=NO_URL)
     assert result.returncode == 2
     assert f"monitor: {pattern}: no file matches this pattern" in result.stderr
+
+
+def at(minute: int, msg: str) -> str:
+    return line(0, msg).replace("14:20:00,123", f"{10 + minute // 60:02d}:{minute % 60:02d}:00,123")
+
+
+def test_a_retry_is_judged_by_the_lines_own_time_not_the_files_order(tmp_path, mongo):
+    """The README's glob `tradingagents.log*` reads the oldest rotated file last: its failed attempt
+    (10:05) must not outweigh the retry that completed (11:30)."""
+    url, name, db = mongo
+    analysis_id = str(db.analyses.insert_one({"status": "completed", "progress": 100.0}).inserted_id)
+    write_log(
+        tmp_path / "tradingagents.log.1",
+        [at(0, f"启动真实分析: {analysis_id} - AAPL (美股)"), at(5, f"分析 {analysis_id} 完成，成功: False")],
+    )
+    write_log(
+        tmp_path / "tradingagents.log",
+        [
+            at(60, f"启动真实分析: {analysis_id} - AAPL (美股)"),
+            at(90, f"✅ 分析完成状态已更新到数据库: {analysis_id}"),
+            at(90, f"分析 {analysis_id} 完成，成功: True"),
+        ],
+    )
+    files = [str(tmp_path / "tradingagents.log"), str(tmp_path / "tradingagents.log.1")]  # newest first
+    result, report = explain(analysis_id, *files, "--mongo-url", url, "--mongo-db", name)
+    assert result.returncode == 0, result.stderr
+    old, new = files[1], files[0]
+    assert [(n["file"], n["line"]) for n in report["lines"]] == [(old, 1), (old, 2), (new, 1), (new, 2), (new, 3)]
+    assert [(c["claim"], c["outcome"]) for c in report["claims"]] == [
+        ("completed_status_written", "confirmed"),
+        ("finished_success", "confirmed"),
+    ]
+    assert (report["verdict"], report["log_says"]) == ("persisted", "completed")
+
+
+def test_end_lines_that_disagree_in_one_run_are_ambiguous(tmp_path, mongo):
+    url, name, db = mongo
+    analysis_id = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [line(1, f"分析 {analysis_id} 完成，成功: True"), line(2, f"分析 {analysis_id} 执行失败: x")])
+    result, report = explain(analysis_id, str(log), "--mongo-url", url, "--mongo-db", name)
+    assert result.returncode == 1, result.stderr
+    assert report["log_says"] == "ambiguous"
+    table = run_monitor("explain", analysis_id, str(log), "--mongo-url", url, "--mongo-db", name)
+    assert "ended both completed and failed in its last run: ambiguous" in table.stdout
+    assert "status should be" not in table.stdout

@@ -168,3 +168,92 @@ def test_no_secret_of_any_url_shape_reaches_the_output(tmp_path):
         assert result.returncode == 2, (url, result.stderr)
         output = result.stdout + result.stderr
         assert "s3cret" not in output and "TAILPW" not in output, output
+
+
+def test_every_claim_is_checked_however_many_beyond_max_pending(tmp_path, mongo):
+    """A one-shot check has no reason for the live sidecar's bound: claims are checked in turns of
+    reconcile.max_pending, never dropped."""
+    url, name, db = mongo
+    from tests.conftest import REPO
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        (REPO / "config.yaml").read_text("utf-8").replace("reconcile:\n", "reconcile:\n  max_pending: 10\n", 1)
+    )
+    ids = [str(db.analyses.insert_one({"status": "pending"}).inserted_id) for _ in range(20)]
+    log = tmp_path / "tradingagents.log"
+    lines = []
+    for analysis_id in ids:
+        lines += [f"✅ 分析完成状态已更新到数据库: {analysis_id}", f"分析 {analysis_id} 完成，成功: True"]
+    write_log(log, lines)
+    result = run_monitor(
+        "verify", "--config", str(config), str(log), "--mongo-url", url, "--mongo-db", name, "--format", "json"
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["claims"] == 40
+    assert sorted(f["analysis_id"] for f in report["not_persisted"]) == sorted(ids)
+
+
+def test_no_repair_plan_is_written_when_an_input_failed(tmp_path, mongo):
+    url, name, db = mongo
+    lost = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    log = tmp_path / "tradingagents.log"
+    write_log(log, [f"分析 {lost} 完成，成功: True"])
+    broken = tmp_path / "tradingagents.log.1.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10)  # held the analysis' 执行失败 line, once
+    plan = tmp_path / "plan.json"
+    flags = ("--mongo-url", url, "--mongo-db", name, "--repair-plan", str(plan))
+    for inputs in ((str(broken), str(log)), (str(log), str(tmp_path / "nothing-*.log"))):
+        result = run_monitor("verify", *inputs, *flags)
+        assert result.returncode == 2, result.stderr
+        assert f"no repair plan written ({plan}): 1 input(s) failed; fix them and run verify again" in result.stderr
+        assert "review it" not in result.stderr
+        assert not plan.exists()
+
+
+def test_an_analysis_run_again_is_judged_by_its_last_run_whatever_the_file_order(tmp_path, mongo):
+    """A failed attempt at 10:05 in the oldest rotated file (read last: `tradingagents.log*`), then the
+    same analysis started again and completed at 11:30: its document says completed, no alarm. One
+    started again and still running (pending) is no alarm either; one whose last run's status was
+    lost is."""
+    url, name, db = mongo
+    retried = str(db.analyses.insert_one({"status": "completed"}).inserted_id)
+    running_again = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    lost_after_retry = str(db.analyses.insert_one({"status": "failed"}).inserted_id)
+
+    def write_at(path, lines: list[tuple[str, str]]) -> None:
+        stamped = (log_line(m).replace("2025-10-22 14:20:02,123", f"2025-10-22 {t}") for t, m in lines)
+        path.write_text("".join(line + "\n" for line in stamped), encoding="utf-8")
+
+    write_at(
+        tmp_path / "tradingagents.log.1",
+        [
+            ("10:00:00,001", f"启动真实分析: {retried} - AAPL (美股)"),
+            ("10:05:00,002", f"✅ 分析完成状态已更新到数据库: {retried}"),
+            ("10:05:00,003", f"分析 {retried} 完成，成功: False"),
+            ("10:06:00,001", f"启动真实分析: {running_again} - MSFT (美股)"),
+            ("10:09:00,002", f"分析 {running_again} 完成，成功: True"),
+            ("10:10:00,001", f"启动真实分析: {lost_after_retry} - TSLA (美股)"),
+            ("10:12:00,002", f"分析 {lost_after_retry} 完成，成功: False"),
+        ],
+    )
+    write_at(
+        tmp_path / "tradingagents.log",
+        [
+            ("11:00:00,001", f"启动真实分析: {retried} - AAPL (美股)"),
+            ("11:30:00,002", f"✅ 分析完成状态已更新到数据库: {retried}"),
+            ("11:30:00,003", f"分析 {retried} 完成，成功: True"),
+            ("11:31:00,001", f"启动真实分析: {running_again} - MSFT (美股)"),
+            ("11:32:00,001", f"启动真实分析: {lost_after_retry} - TSLA (美股)"),
+            ("11:40:00,002", f"分析 {lost_after_retry} 完成，成功: True"),
+        ],
+    )
+    result = run_monitor(
+        "verify", str(tmp_path / "tradingagents.log*"), "--mongo-url", url, "--mongo-db", name, "--format", "json"
+    )
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)["not_persisted"]
+    assert [(f["analysis_id"], [c["claim"] for c in f["claims"]]) for f in findings] == [
+        (lost_after_retry, ["finished_success"])
+    ]

@@ -1,0 +1,125 @@
+"""`monitor verify` at the size of an incident: every claim checked, memory bounded, round trips counted.
+
+    .venv/bin/python bench/verify_scale.py                     # 100,000 analyses, 200,000 claims
+    .venv/bin/python bench/verify_scale.py --analyses 500000   # 1,000,000 claims (slow on the test server)
+
+Writes a log in the server's format (each analysis: its `✅ 分析完成状态已更新到数据库` and
+`完成，成功: True` lines, concurrent workers interleaved, real millisecond timestamps), split into a
+plain current file and a gzip rotated one; inserts the documents into a fresh SecantusDB (the test
+server: a real MongoDB wire-protocol server; its speed, not MongoDB's), one in ten left `pending`
+(a lost status); then runs, each as a user would:
+
+1. `monitor scan` over the same files: the time to only read and match them;
+2. `monitor verify --format json`: checks that every claim was checked and exactly the lost ones
+   were found, and prints claims per second, peak RSS (`ru_maxrss` of the child) and MongoDB round
+   trips (`find` commands counted by the server's own `serverStatus` opcounters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bson import ObjectId
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from demo.mongo_server import MongoServer  # noqa: E402
+
+LINE = "{t} | backend.tradingagents_server | INFO     | tradingagents_server:analysis_worker:{n} | {msg}\n"
+
+
+def write_logs(directory: Path, ids: list[str]) -> list[Path]:
+    start = datetime(2025, 10, 22, 8, 0, 0)
+    lines = []
+    for index, analysis_id in enumerate(ids):
+        when = start + timedelta(milliseconds=37 * index)
+        stamp = when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}"
+        lines.append(LINE.format(t=stamp, n=2552, msg=f"✅ 分析完成状态已更新到数据库: {analysis_id}"))
+        lines.append(LINE.format(t=stamp, n=2553, msg=f"分析 {analysis_id} 完成，成功: True"))
+        lines.append(LINE.format(t=stamp, n=2511, msg=f"分析 {analysis_id} 进度: 100% - 分析完成"))
+    half = len(lines) // 2
+    rotated, current = directory / "tradingagents.log.1.gz", directory / "tradingagents.log"
+    with gzip.open(rotated, "wt", encoding="utf-8", compresslevel=6) as f:
+        f.writelines(lines[:half])
+    current.write_text("".join(lines[half:]), encoding="utf-8")
+    return [rotated, current]
+
+
+def run(command: list[str], env: dict[str, str]) -> tuple[int, str, float, float]:
+    """(exit status, stdout, wall seconds, peak RSS in MiB of that child alone: os.wait4)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 1):
+            sys.stderr.write(err.read().decode())
+        return proc.returncode, out.read().decode(), wall, usage.ru_maxrss / 1024
+
+
+def finds(client, database: str) -> int:
+    return client[database].command("serverStatus")["opcounters"]["query"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--analyses", type=int, default=100_000)
+    args = parser.parse_args()
+    import pymongo
+
+    server = MongoServer().start()
+    try:
+        client = pymongo.MongoClient(server.url)
+        collection = client.bench.analyses
+        ids, lost = [], set()
+        for start in range(0, args.analyses, 10_000):
+            batch = []
+            for index in range(start, min(start + 10_000, args.analyses)):
+                status = "pending" if index % 10 == 0 else "completed"
+                batch.append({"_id": ObjectId(), "status": status, "created_at": datetime(2025, 10, 22)})
+                if status == "pending":
+                    lost.add(str(batch[-1]["_id"]))
+            collection.insert_many(batch)
+            ids += [str(d["_id"]) for d in batch]
+        with tempfile.TemporaryDirectory() as workdir:
+            files = [str(p) for p in write_logs(Path(workdir), ids)]
+            size = sum(os.path.getsize(p) for p in files)
+            env = {**os.environ, "MONGODB_URL": server.url, "MONGODB_DB_NAME": "bench"}
+            monitor = [sys.executable, "-m", "monitor"]
+            status, _, scan_wall, _ = run([*monitor, "scan", *files, "--format", "json"], env)
+            assert status == 0, "scan failed"
+            queries = finds(client, "bench")
+            status, stdout, wall, peak = run([*monitor, "verify", *files, "--format", "json"], env)
+            queries = finds(client, "bench") - queries
+            assert status == 1, f"verify exited {status}"
+            report = json.loads(stdout)
+            found = {f["analysis_id"] for f in report["not_persisted"]}
+            claims = 2 * args.analyses
+            print(f"{args.analyses:,} analyses, {claims:,} claims, {size / 1e6:.0f} MB of log (plain + gzip)")
+            print(f"scan only:  {scan_wall:.1f} s")
+            print(
+                f"verify:     {wall:.1f} s, {claims / wall:,.0f} claims/s, peak RSS {peak:.0f} MiB, "
+                f"{queries:,} find round trips (claims / {claims / max(queries, 1):.0f})"
+            )
+            exact = report["claims"] == claims and found == lost
+            print(f"every claim checked and exactly the {len(lost):,} lost statuses found: {'yes' if exact else 'NO'}")
+            return 0 if exact else 1
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
