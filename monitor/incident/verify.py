@@ -56,7 +56,7 @@ def verify_command(
         }
     )
     config = config.model_copy(update={"reconcile": reconcile})
-    reconciler = build_reconciler(config, mongo_url, mongo_db)
+    reconciler = build_reconciler(config, mongo_url, mongo_db, checkpointed=False)
     try:
         return verify(config, matcher, files, reconciler, output, repair_plan=repair_plan, input_errors=input_errors)
     finally:
@@ -85,12 +85,14 @@ def verify(
     errors = list(input_errors)
     claims = 0
     logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
-    batch = config.reconcile.max_pending
+    # Claims are checked in turns: a turn of 20 batches keeps MongoDB busy and memory small (a
+    # claim waiting costs ~1 KB), and never more than reconcile.max_pending wait.
+    batch = min(config.reconcile.max_pending, 20 * config.reconcile.batch_size)
 
     def check(found: list) -> bool:
-        """Every claim is checked, however many: the waiting ones are checked (and leave) before the
-        set is full, so memory is bounded by reconcile.max_pending claims, not by the logs. False
-        when MongoDB stopped answering (the claims still waiting are said below)."""
+        """Every claim is checked, however many: the waiting ones are checked (and leave) before a turn
+        is full, so memory is bounded by a turn's claims, not by the logs. False when MongoDB stopped
+        answering (the claims still waiting are said below)."""
         for start in range(0, len(found), batch):
             piece = found[start : start + batch]
             if reconciler.pending_count() + len(piece) > batch:

@@ -46,9 +46,14 @@ def open_gateway(config: Config, mongo_url: str | None, mongo_db: str | None) ->
 
 
 def build_reconciler(
-    config: Config, mongo_url: str | None, mongo_db: str | None, registry: CollectorRegistry | None = None
+    config: Config,
+    mongo_url: str | None,
+    mongo_db: str | None,
+    registry: CollectorRegistry | None = None,
+    checkpointed: bool = True,
 ) -> Reconciler | None:
-    """The MongoDB check, or None (log-only) when no claims are configured or no URL is given."""
+    """The MongoDB check, or None (log-only) when no claims are configured or no URL is given
+    (`checkpointed` False: a one-shot check that keeps no change log for a checkpoint)."""
     gateway = open_gateway(config, mongo_url, mongo_db)  # a broken URL or secret fails even without claims
     if not config.reconcile.claims:
         if gateway is not None:
@@ -71,4 +76,5 @@ def build_reconciler(
         registry=registry,
         metric_prefix=config.metrics.prefix,
         self_prefix=config.metrics.self_prefix,
+        checkpointed=checkpointed,
     )

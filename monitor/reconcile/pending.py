@@ -34,10 +34,12 @@ class Waiting:
 class PendingClaims:
     """The waiting claims by key, at most `limit` of them, and their changes since `take_changes`."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, track_changes: bool = True) -> None:
         self.limit = limit
         self._waiting: dict[ClaimKey, Waiting] = {}
-        self._changes: dict[ClaimKey, PendingChange] = {}
+        # For the checkpoint's writes of what changed; a one-shot check has no checkpoint, and its
+        # changes would grow with every claim it ever checked.
+        self._changes: dict[ClaimKey, PendingChange] = {} if track_changes else _Discarded()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -81,3 +83,10 @@ class PendingClaims:
         the changes since the last call are in it, so they are taken too."""
         self._changes = {}
         return {key: (waiting.claim, waiting.seen_at) for key, waiting in self._waiting.items()}
+
+
+class _Discarded(dict):
+    """A change log that keeps nothing (no checkpoint to write it to)."""
+
+    def __setitem__(self, key: ClaimKey, value: PendingChange) -> None:
+        pass

@@ -73,7 +73,9 @@ class Reconciler:
         metric_prefix: str = "tradingagents",
         self_prefix: str = "logmonitor",
         lease: SweepLease | None = None,
+        checkpointed: bool = True,
     ) -> None:
+        """`checkpointed` False: a one-shot check (`verify`), no change log kept for a checkpoint."""
         self.settings = settings
         self.mongo = mongo
         self.sweep = StuckSweep(settings.stuck, mongo, lease, clock)
@@ -84,7 +86,7 @@ class Reconciler:
         self.book = FindingBook(settings.findings_kept)
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending = PendingClaims(settings.max_pending)
+        self._pending = PendingClaims(settings.max_pending, track_changes=checkpointed)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
