@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = "config.yaml"
 _NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -56,6 +56,17 @@ class Rule(_Model):
     # carry an unbounded value such as an analysis id.
     labels: dict[str, list[str] | int] = Field(default_factory=dict)
     examples: list[str] = Field(min_length=1)
+    # "message": the pattern matches at the start of the line's message (after `message.prefix`), so
+    # text the server copies into a message (a stock code, an error) cannot forge the rule's lines.
+    anchor: Literal["anywhere", "message"] = "anywhere"
+    _message_prefix: str = PrivateAttr(default="")
+
+    @property
+    def match_pattern(self) -> str:
+        """The pattern as matched: `anchor: message` puts the config's message prefix before it."""
+        if self.anchor == "message" and self._message_prefix:
+            return f"(?:{self._message_prefix})(?:{self.pattern})"
+        return self.pattern
 
     @field_validator("labels")
     @classmethod
@@ -160,6 +171,30 @@ class StateConfig(_Model):
     checkpoint_interval_seconds: float = Field(default=5.0, gt=0)
 
 
+class MessageFormat(_Model):
+    """Where a line's message starts: an RE2 pattern matching everything before it (the server's
+    asctime, logger, level and location fields, and any Docker or CRI wrapping), anchored with ^."""
+
+    prefix: str = ""
+
+    @field_validator("prefix")
+    @classmethod
+    def _a_plain_anchored_pattern(cls, prefix: str) -> str:
+        if not prefix:
+            return prefix
+        if not prefix.startswith("^"):
+            raise ValueError("must start with ^: the fields before the message are at the line's start")
+        if re.search(r"\(\?P<", prefix):
+            raise ValueError("must not have named captures (the rules' captures are the only ones)")
+        import re2  # the scanner's engine: imported here, the config is read by processes that never match
+
+        try:
+            re2.compile(prefix)
+        except re2.error as exc:
+            raise ValueError(f"does not compile as RE2: {exc}") from None
+        return prefix
+
+
 class AuditConfig(_Model):
     """The self-audit: files the live path has read, read again and compared per rule and minute."""
 
@@ -245,6 +280,7 @@ class Config(_Model):
     follow: FollowConfig = FollowConfig()
     state: StateConfig = StateConfig()
     audit: AuditConfig = AuditConfig()
+    message: MessageFormat = MessageFormat()
     mongodb: MongoSettings = MongoSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     rules: list[Rule] = Field(min_length=1)
@@ -267,6 +303,13 @@ class Config(_Model):
                         f"(captures: {', '.join(sorted(captures)) or 'none'})"
                     )
         _unique("reconcile claim", [c.name for c in self.reconcile.claims])
+        for rule in self.rules:
+            if rule.anchor == "message" and not self.message.prefix:
+                raise ValueError(
+                    f"rule {rule.name!r} has anchor: message, but message.prefix is not set: say where a "
+                    "line's message starts (the fields before it), or use anchor: anywhere"
+                )
+            rule._message_prefix = self.message.prefix
         id_captures = {claim.id_capture for claim in self.reconcile.claims} or {"analysis_id"}
         for name in self.reconcile.start_rules:
             rule = rules.get(name)

@@ -259,3 +259,20 @@ def test_any_pattern_is_accepted_or_explained(pattern, tmp_path):
         encoding="utf-8",
     )
     assert_loads_or_explains(path, "rules")
+
+
+def test_a_rule_anchored_at_the_message_needs_to_know_where_the_message_starts(write_config):
+    anchored = MINIMAL_CONFIG.replace(
+        "    pattern: 'MongoDB操作超时'\n", "    anchor: message\n    pattern: 'MongoDB操作超时'\n"
+    )
+    message = error_of(write_config, anchored)
+    assert "rule 'timeout' has anchor: message, but message.prefix is not set" in message
+    for prefix, said in (
+        ("'\\d{4} \\| '", "config.yaml:17: message.prefix: must start with ^"),
+        ("'^(?P<t>\\S+) '", "must not have named captures"),
+        ("'^(unclosed'", "does not compile as RE2"),
+    ):
+        assert said in error_of(write_config, anchored + f"message:\n  prefix: {prefix}\n")
+    config = load_config(write_config(anchored + "message:\n  prefix: '^\\S+ \\| '\n"), environ={}).config
+    assert config.rules[0].match_pattern == "(?:^\\S+ \\| )(?:MongoDB操作超时)"
+    assert config.rules[1].match_pattern == "⚠️ MongoDB更新返回None"  # anchor: anywhere

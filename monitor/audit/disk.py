@@ -9,7 +9,8 @@ not comparable (`monitor.audit.compare`).
 
 Readings are kept between rounds per content (inode and `source_of` head), so
 a round reads what was appended since the last, not whole files again; a file
-last written before the audited window is not read at all.
+whose last lines are older than the audited window (by their own time) is not
+read at all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from monitor.follow.identity import FINGERPRINT_BYTES, matches, source_of
 from monitor.scan.matcher import Matcher, Scanner, Tally
 
 CHUNK_BYTES = 256 << 10  # small pieces: the follow loop gets the interpreter back between them
-OLD_FILE_MARGIN_SECONDS = 3600  # a file whose mtime is this much older than the window holds none of it
+TAIL_BYTES = 16 << 10  # read at a file's end to tell whether it holds anything of the window
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,10 @@ class DiskReader:
             source = source_of(head)
             key = (st.st_dev, st.st_ino, source)
             self._seen.add(key)
-            if st.st_mtime < oldest_minute * 60 - OLD_FILE_MARGIN_SECONDS:
-                return FileCounts(extent.path, source, {}, None, False)  # every line older than the window
+            if key not in self._readings and self._ends_before(fd, extent.offset, oldest_minute):
+                # Every line is older than the window: not read, and not taken as present either (a
+                # minute whose lines it held is then not compared, which costs nothing: it is outside).
+                return None
             reading = self._readings.get(key)
             if reading is None or reading.done > extent.offset:
                 reading = _Reading(Scanner(self._matcher, self._max_line_bytes, minutes=True))
@@ -113,6 +116,16 @@ class DiskReader:
         reading.counts = {k: n for k, n in reading.counts.items() if k[1] >= oldest_minute}
         carry = reading.scanner.carry
         return FileCounts(extent.path, source, dict(reading.counts), reading.blind_until, bool(carry and carry.untimed))
+
+    def _ends_before(self, fd: int, offset: int, oldest_minute: int) -> bool:
+        """Does the part of the file that was read end with a line older than `oldest_minute`? Told by
+        the lines' own time at its end (the file's mtime says nothing about the log's clock)."""
+        tail = os.pread(fd, min(TAIL_BYTES, offset), max(offset - TAIL_BYTES, 0))
+        for line in reversed(tail.split(b"\n")[1:] if offset > TAIL_BYTES else tail.split(b"\n")):
+            when = self._matcher.line_time(line)
+            if when is not None:
+                return when // 60 < oldest_minute
+        return False
 
     def end_round(self) -> None:
         """Forget the readings of files not seen in this round (gone from disk, or forgotten)."""

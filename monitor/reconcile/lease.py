@@ -115,7 +115,9 @@ class SweepLease:
                 holder[:_SHOWN],
                 " (this sidecar did not renew it in time)" if was_holding else "",
             )
-        return self._holding
+        # A reply that came later than the lease lasts proves nothing now: another sidecar may have
+        # taken it over meanwhile. Only a renewal still within its term leads to a sweep.
+        return self.held
 
     def release(self) -> None:
         """Give the lease up if held (at shutdown), so another sidecar takes over at its next try.

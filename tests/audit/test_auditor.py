@@ -36,14 +36,15 @@ MESSAGES = [
 class Log:
     """A server's log: lines 0.173 s of log time apart, each message kind in turn."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, start: float = T0) -> None:
         self.path = path
+        self.start = start
         self.written = 0
 
     def line(self, index: int) -> str:
         from datetime import UTC, datetime
 
-        when = datetime.fromtimestamp(T0 + index * 0.173, UTC).strftime("%Y-%m-%d %H:%M:%S,%f")[:23]
+        when = datetime.fromtimestamp(self.start + index * 0.173, UTC).strftime("%Y-%m-%d %H:%M:%S,%f")[:23]
         message = MESSAGES[index % len(MESSAGES)].format(id=f"{index:024x}")
         return f"{when} | backend.tradingagents_server | INFO     | server:worker:1 | {message}\n"
 
@@ -53,7 +54,7 @@ class Log:
         self.written += count
 
     def minute_of(self, index: int) -> int:
-        return int((T0 + index * 0.173) // 60)
+        return int((self.start + index * 0.173) // 60)
 
 
 class Rig:
@@ -247,3 +248,20 @@ def test_files_renamed_away_from_a_plain_path_are_read_again_under_their_new_nam
     assert found["minutes_total{}"] == log.minute_of(1599) - log.minute_of(0)
     assert found["rounds_total{result=clean}"] == 1
     assert not any(key.startswith("drifted") for key in found), found
+
+
+def test_a_log_clock_far_from_the_file_system_s_raises_no_false_drift(tmp_path, rig_factory):
+    """The log's timestamps are its server's clock (a wrong zone puts them hours off); the audit
+    decides what a file holds by its lines' own time, never by its mtime."""
+    import time
+
+    log = Log(tmp_path / "app.log", start=(time.time() // 60 + 8 * 60) * 60)  # 8 hours ahead of the files' mtime
+    rig = rig_factory(str(log.path) + "*")
+    log.write(600)
+    rig.poll()
+    rotate_by_rename(log, keep=3)
+    log.write(600)
+    rig.poll(2)
+    found = rig.audit()
+    assert not any(key.startswith("drifted") for key in found), found
+    assert found["minutes_total{}"] == log.minute_of(1199) - log.minute_of(0)

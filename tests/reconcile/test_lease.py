@@ -396,3 +396,28 @@ def test_three_sidecar_processes_sweep_once_and_hand_over_on_stop_and_on_death(t
     taken = db[LEASES].find_one()
     assert taken["holder"].startswith(f"{third}-{pods[third].proc.pid}-")
     assert taken["expires_at"] - timedelta(seconds=lease_seconds) > expired_at
+
+
+def test_a_renewal_whose_reply_comes_after_the_lease_could_have_expired_leads_to_no_sweep(mongo):
+    """The reply says "you hold it", but it took longer than the lease lasts: another sidecar may have
+    taken it over in between, so this one must not sweep on it (nor say it leads)."""
+    url, name, _ = mongo
+    gateway = MongoGateway(MongoSettings(database=name), url)
+    clock = Clock()
+    lease = SweepLease(gateway, LEASES, 30.0, holder="pod-a-1-00", clock=clock)
+    answer = gateway.take_lease
+
+    def slow_answer(*args, **kwargs):
+        holder = answer(*args, **kwargs)
+        clock.now += 30.5  # the reply arrives after the lease's term, counted from when it was sent
+        return holder
+
+    gateway.take_lease = slow_answer  # the stand-in: a network that delays one reply, which cannot be made here
+    try:
+        assert lease.hold() is False
+        assert lease.held is False
+        gateway.take_lease = answer
+        assert lease.hold() is True  # a timely renewal leads again
+    finally:
+        lease.release()
+        gateway.close()

@@ -423,3 +423,63 @@ def test_a_counts_only_twin_counts_what_the_events_said_without_making_them():
     for event in live.events:
         per_rule[event.rule] = per_rule.get(event.rule, 0) + 1
     assert audit.counts == per_rule
+
+
+def _shipped():
+    from monitor.config import load_config
+    from tests.conftest import REPO
+
+    loaded = load_config(REPO / "config.yaml", environ={})
+    return loaded, compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+
+
+def test_the_shipped_profile_anchors_every_claim_and_the_start_rule_at_the_message():
+    loaded, _ = _shipped()
+    anchored = {rule.name for rule in loaded.config.rules if rule.anchor == "message"}
+    claimed = {claim.rule for claim in loaded.config.reconcile.claims} | set(loaded.config.reconcile.start_rules)
+    assert claimed <= anchored
+
+
+VICTIM = "68f8741c3512a67997df93d2"
+STAMP = "2025-10-22 14:18:01,310 | backend.tradingagents_server"
+FIELDS = f"{STAMP} | INFO     | tradingagents_server:analysis_worker:2488 | "
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # A stock code from a request, copied into the start line's message.
+        FIELDS + f"启动真实分析: 68f8741c3512a67997df93d3 - 分析 {VICTIM} 完成，成功: True (美股)",
+        # An exception's text at the end of a failure line.
+        FIELDS + f"分析 68f8741c3512a67997df93d3 执行失败: bad input | 分析 {VICTIM} 完成，成功: True",
+        # The console format (no location field), with a pipe in the copied text.
+        "2025-10-22 14:18:01,310 | backend.tradingagents_server | ERROR    | "
+        f"分析 68f8741c3512a67997df93d3 执行失败: x | 分析 {VICTIM} 完成，成功: True",
+        # Text that is no log record at all (a traceback line).
+        f"ValueError: 分析 {VICTIM} 完成，成功: True",
+    ],
+)
+def test_text_copied_into_a_message_cannot_forge_a_claim(line):
+    _, matcher = _shipped()
+    forged = [e for e in matcher.scan((line + "\n").encode()).events if e.captures.get("analysis_id") == VICTIM]
+    assert forged == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        FIELDS + f"分析 {VICTIM} 完成，成功: True",  # the file format
+        f"{STAMP} | INFO     | 分析 {VICTIM} 完成，成功: True",  # console
+        '{"log":"'
+        + FIELDS
+        + f"分析 {VICTIM} 完成，成功: True"
+        + '\\n","stream":"stdout","time":"2025-10-22T06:18:01Z"}',
+        "2025-10-22T06:18:01.310Z stdout F " + FIELDS + f"分析 {VICTIM} 完成，成功: True",  # Kubernetes CRI
+    ],
+)
+def test_the_server_s_own_claim_lines_match_in_every_format_it_is_read_in(line):
+    _, matcher = _shipped()
+    events = matcher.scan((line + "\n").encode()).events
+    assert [(e.rule, e.captures.get("analysis_id"), e.captures.get("success")) for e in events] == [
+        ("analysis_finished", VICTIM, "True")
+    ]
