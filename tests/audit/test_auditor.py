@@ -160,6 +160,16 @@ def rotate_by_rename(log: Log, keep: int) -> None:
     log.path.touch()
 
 
+def written_through_rotations(log: Log, rig: Rig, lines: int, rotations: int) -> None:
+    """`lines` written, then a rename rotation, `rotations` times, and `lines` more; followed all along."""
+    for _ in range(rotations):
+        log.write(lines)
+        rig.poll(2)
+        rotate_by_rename(log, keep=3)
+    log.write(lines)
+    rig.poll(2)
+
+
 def copytruncate_in_chunks(rig: Rig, log: Log, chunk: int) -> None:
     """logrotate copytruncate: the copy written a piece at a time (a pass between pieces), then truncation."""
     data = log.path.read_bytes()
@@ -237,12 +247,7 @@ def test_a_double_read_is_reported_exactly_per_rule_and_minute(tmp_path, rig_fac
 def test_files_renamed_away_from_a_plain_path_are_read_again_under_their_new_names(tmp_path, rig_factory):
     log = Log(tmp_path / "app.log")
     rig = rig_factory(str(log.path))  # no glob: app.log.1 and .2 are followed by descriptor only
-    for _ in range(3):
-        log.write(400)
-        rig.poll(2)
-        rotate_by_rename(log, keep=3)
-    log.write(400)
-    rig.poll(2)
+    written_through_rotations(log, rig, lines=400, rotations=3)
     found = rig.audit()
     assert found["files_total{}"] == 4
     assert found["minutes_total{}"] == log.minute_of(1599) - log.minute_of(0)
@@ -257,11 +262,7 @@ def test_a_log_clock_far_from_the_file_system_s_raises_no_false_drift(tmp_path, 
 
     log = Log(tmp_path / "app.log", start=(time.time() // 60 + 8 * 60) * 60)  # 8 hours ahead of the files' mtime
     rig = rig_factory(str(log.path) + "*")
-    log.write(600)
-    rig.poll()
-    rotate_by_rename(log, keep=3)
-    log.write(600)
-    rig.poll(2)
+    written_through_rotations(log, rig, lines=600, rotations=1)
     found = rig.audit()
     assert not any(key.startswith("drifted") for key in found), found
     assert found["minutes_total{}"] == log.minute_of(1199) - log.minute_of(0)
