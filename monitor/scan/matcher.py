@@ -324,7 +324,7 @@ def compile_matcher(
         problems = [
             f"{where('rules', index, 'pattern')}: {problem}"
             for index, rule in enumerate(rules)
-            if (problem := _hyperscan_problem(rule.match_pattern))
+            if (problem := _hyperscan_problem(rule.pattern))
         ]
         raise ConfigError("\n".join(problems) or "rules: the patterns cannot be compiled together") from None
     check_examples(matcher, where)
@@ -346,8 +346,10 @@ def _compile_rule(rule: Rule, event_rules: Collection[str] | None) -> _Compiled:
         (name, None if isinstance(values, int) else frozenset(values)) for name, values in rule.labels.items()
     )
     events = event_rules is EVERY_RULE or rule.name in event_rules or bool(labels)
+    # Hyperscan gets the rule's own pattern, a prefilter; RE2 confirms where the message starts
+    # (`anchor: message`): a prefix of fields in the Hyperscan database costs seconds to compile.
     pattern = rule.match_pattern
-    counted = not events and counts_exactly(pattern)
+    counted = not events and pattern == rule.pattern and counts_exactly(pattern)
     return _Compiled(rule, compile_re2(pattern), compile_re2(pattern.encode()), labels, events, counted)
 
 
@@ -365,8 +367,8 @@ def _expressions(rules: Sequence[_Compiled]) -> list[tuple[bytes, int, int]]:
     for flags in (Matcher._UTF8, Matcher._BYTES):
         for index, compiled in enumerate(rules):
             if flags == Matcher._BYTES or not compiled.counted:
-                out.append((hyperscan_expression(compiled.rule.match_pattern, flags == Matcher._UTF8), flags, index))
-    if any(not compiled.counted and not byte_wise_misses_nothing(compiled.rule.match_pattern) for compiled in rules):
+                out.append((hyperscan_expression(compiled.rule.pattern, flags == Matcher._UTF8), flags, index))
+    if any(not compiled.counted and not byte_wise_misses_nothing(compiled.rule.pattern) for compiled in rules):
         out += [(expression, Matcher._BYTES, _INVALID_UTF8) for expression in invalid_utf8_expressions()]
     return out
 
