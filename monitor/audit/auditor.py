@@ -122,17 +122,16 @@ class Auditor:
         self.disk.end_round()
 
     def _audit_stream(self, view: StreamView, extents: list[tuple[Extent, bool]]) -> None:
-        stream = view.stream
-        if view.newest is None:
+        stream, oldest = view.stream, view.oldest
+        if oldest is None:
             return
-        oldest = view.newest - self.book.retention_minutes + 1
         files_before, bytes_before = self.disk.files_started, self.disk.bytes_read
         files: list[FileCounts] = []
         for extent, flush in extents:
             counts = self.disk.read(extent, flush, oldest)
             if counts is not None:
                 files.append(counts)
-        minutes = comparable_minutes(view, files, oldest)
+        minutes = comparable_minutes(view, files)
         found = drifts(view, files, minutes)
         labels = (("stream", stream),)
         with self._lock:  # the verdicts and their counters in one cut

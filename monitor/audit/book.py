@@ -38,6 +38,7 @@ class StreamView:
     live_from: int | None
     blind_until: int
     newest: int | None
+    oldest: int | None  # the oldest minute kept (the retention window's start); None before a time
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,8 @@ class AuditBook:
             book.live_from,
             book.blind_until,
             book.newest,
+            self._oldest(book),
         )
-
-    def window_start(self, stream: str) -> int | None:
-        """The oldest minute kept for `stream`; None before its first line with a time."""
-        book = self._streams.get(stream)
-        if book is None or book.newest is None:
-            return None
-        return book.newest - self.retention_minutes + 1
 
     def note(self, stream: str, compared: list[int], drifts: list[Drift]) -> tuple[int, list[tuple[Drift, int]]]:
         """The audit compared `compared` and found `drifts`: (minutes compared for the first time,
@@ -194,10 +189,13 @@ class AuditBook:
         for book in self._streams.values():
             self._prune(book)
 
+    def _oldest(self, book: _Stream) -> int | None:
+        return None if book.newest is None else book.newest - self.retention_minutes + 1
+
     def _prune(self, book: _Stream) -> None:
-        if book.newest is None:
+        oldest = self._oldest(book)
+        if oldest is None:
             return
-        oldest = book.newest - self.retention_minutes + 1
         book.counts = {key: n for key, n in book.counts.items() if key[1] >= oldest}
         book.sources = {minute: s for minute, s in book.sources.items() if minute >= oldest}
         book.compared = {minute for minute in book.compared if minute >= oldest}

@@ -22,14 +22,14 @@ from monitor.audit.book import Drift, StreamView
 from monitor.audit.disk import FileCounts
 
 
-def comparable_minutes(view: StreamView, files: Sequence[FileCounts], oldest: int) -> list[int]:
-    if view.live_from is None or view.newest is None:
+def comparable_minutes(view: StreamView, files: Sequence[FileCounts]) -> list[int]:
+    if view.live_from is None or view.newest is None or view.oldest is None:
         return []
     present = {f.source for f in files if f.source}
     blind = max([view.blind_until, *(f.blind_until for f in files if f.blind_until is not None)])
     if any(f.unresolved for f in files):
         blind = max(blind, view.newest)
-    first = max(view.live_from, oldest, blind + 1)
+    first = max(view.live_from, view.oldest, blind + 1)
     return [m for m in range(first, view.newest + 1) if view.sources.get(m, frozenset()) <= present]
 
 

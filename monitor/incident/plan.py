@@ -32,7 +32,7 @@ from typing import Any
 from bson import ObjectId, json_util
 
 from monitor.config import Config
-from monitor.reconcile.claims import ClaimExtractor, implied_status
+from monitor.reconcile.claims import ClaimExtractor, StartLines, implied_status
 from monitor.reconcile.findings import Finding
 from monitor.scan.matcher import Matcher, Scanner
 from monitor.scan.readfiles import LogReadError, read_chunks
@@ -131,10 +131,9 @@ def _verdict(finding: Finding, analysis: LogStory, document: dict[str, Any] | No
     return "", statuses[0]
 
 
-
 def what_the_logs_say(config: Config, matcher: Matcher, files: list[Path], ids: set[str]) -> dict[str, LogStory]:
     extractor = ClaimExtractor(config.reconcile.claims)
-    starts = _Starts(set(config.reconcile.start_rules), {c.id_capture for c in config.reconcile.claims})
+    starts = StartLines(config.reconcile.start_rules, config.reconcile.claims)
     said: dict[str, LogStory] = {}
     for path in files:
         scanner = Scanner(matcher, config.scan.max_line_bytes)
@@ -147,19 +146,7 @@ def what_the_logs_say(config: Config, matcher: Matcher, files: list[Path], ids: 
     return said
 
 
-@dataclass(frozen=True)
-class _Starts:
-    rules: set[str]
-    id_captures: set[str]
-
-    def analysis(self, event) -> str | None:
-        """The analysis a start line names, if `event` is one."""
-        if event.rule not in self.rules:
-            return None
-        return next((event.captures[c] for c in self.id_captures if c in event.captures), None)
-
-
-def _take(events, extractor: ClaimExtractor, starts: _Starts, ids: set[str], said: dict[str, LogStory]) -> None:
+def _take(events, extractor: ClaimExtractor, starts: StartLines, ids: set[str], said: dict[str, LogStory]) -> None:
     for event in events:
         started = starts.analysis(event)
         if started in ids:

@@ -28,7 +28,7 @@ from typing import Any
 import re2
 
 from monitor.config import Config
-from monitor.reconcile.claims import ClaimExtractor, bounded_id, implied_status
+from monitor.reconcile.claims import ClaimExtractor, StartLines, bounded_id, implied_status
 from monitor.scan.lines import Block, LineFramer
 from monitor.scan.matcher import Matcher
 from monitor.scan.readfiles import LogReadError, read_chunks
@@ -180,7 +180,7 @@ def collect(config: Config, matcher: Matcher, analysis_id: str, files: Sequence[
     seen = 0
     made: list[tuple[float, FirstClaim]] = []  # every claim about it, with its line's own time
     starts: list[float] = []
-    start_rules = set(config.reconcile.start_rules)
+    start_lines = StartLines(config.reconcile.start_rules, config.reconcile.claims)
     errors: list[str] = []
     for path in files:
         try:
@@ -197,7 +197,7 @@ def collect(config: Config, matcher: Matcher, analysis_id: str, files: Sequence[
                 )
                 seen += 1
                 (head if len(head) < half else tail).append(named)
-                if any(e.rule in start_rules and analysis_id in e.captures.values() for e in events):
+                if any(start_lines.analysis(e) == bounded_id(analysis_id) for e in events):
                     starts.append(named.when if named.when is not None else float("-inf"))
                 for claim in extractor.claims(events, str(path)):
                     if claim.analysis_id == bounded_id(analysis_id):

@@ -87,3 +87,17 @@ class ClaimExtractor:
                 analysis_id = bounded_id(event.captures.get(claim_rule.id_capture, ""))
                 out.append(Claim(analysis_id, claim_rule.name, tuple(claim_rule.accept), event.time, stream))
         return out
+
+
+class StartLines:
+    """Which analysis a start line (a rule of `reconcile.start_rules`) names: its claims' id capture."""
+
+    def __init__(self, start_rules: Iterable[str], claim_rules: Iterable[ClaimRule]) -> None:
+        self._rules = set(start_rules)
+        self._id_captures = {claim_rule.id_capture for claim_rule in claim_rules} or {"analysis_id"}
+
+    def analysis(self, event: Event) -> str | None:
+        """The analysis `event` says started (again), or None when it is no start line."""
+        if event.rule not in self._rules:
+            return None
+        return next((bounded_id(event.captures[c]) for c in self._id_captures if c in event.captures), None)
