@@ -93,7 +93,16 @@ class Auditor:
         # No lower OS priority for this thread: one descheduled while it holds the GIL would stall
         # the follow loop behind it (a priority inversion). The rate limit bounds what it costs.
         while not self._stopping.wait(self.settings.interval_seconds):
+            self.guarded_round()
+
+    def guarded_round(self) -> None:
+        """A round whose failure is said and counted, never the end of the audit thread."""
+        try:
             self.run_round()
+        except Exception as exc:  # a bug outside one stream's audit (taking the view, the extents)
+            log.error("count audit round failed: %s: %s; it is tried again next round", type(exc).__name__, exc)
+            for stream in self.book.streams():
+                self._metrics.count("audit_rounds", (("stream", stream), ("result", "failed")))
 
     # -- one round -------------------------------------------------------------------
 

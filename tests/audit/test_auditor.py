@@ -266,3 +266,22 @@ def test_a_log_clock_far_from_the_file_system_s_raises_no_false_drift(tmp_path, 
     found = rig.audit()
     assert not any(key.startswith("drifted") for key in found), found
     assert found["minutes_total{}"] == log.minute_of(1199) - log.minute_of(0)
+
+
+def test_a_round_that_fails_is_said_and_counted_and_the_next_one_runs(tmp_path, rig_factory, caplog):
+    log = Log(tmp_path / "app.log")
+    rig = rig_factory(str(log.path))
+    log.write(400)
+    rig.poll()
+    extents = rig.auditor._extents
+
+    def broken():
+        raise RuntimeError("the follower's table changed size")
+
+    rig.auditor._extents = broken  # the stand-in: a bug in taking the extents, which correct code has not
+    rig.auditor.guarded_round()
+    assert rig.audit_counters() == {"rounds_total{result=failed}": 1}
+    assert "count audit round failed: RuntimeError: the follower's table changed size" in caplog.text
+    rig.auditor._extents = extents
+    rig.auditor.guarded_round()
+    assert rig.audit_counters()["rounds_total{result=clean}"] == 1
