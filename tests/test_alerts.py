@@ -65,6 +65,7 @@ MONGO_CLIENT_METRICS = {
     *histogram("logmonitor_mongo_query_duration_seconds"),
     "logmonitor_mongo_errors_total",
     "logmonitor_sweep_leader",
+    "logmonitor_sweep_lease_mismatch",
 }
 # What MongoDB says (reconciliation, issue 4), the sweep and the client included. Exported only
 # when the sidecar has a MongoDB URL; tests that need their data say so explicitly (see

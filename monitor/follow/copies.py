@@ -26,9 +26,7 @@ from monitor.follow.identity import FINGERPRINT_BYTES, MIN_COPY_FINGERPRINT, TAI
 Verdict = Literal["copy", "maybe", "new"]
 
 
-def verdict(
-    handle: BinaryIO, st: os.stat_result, head: bytes, sources: Iterable[FollowedFile], path: str
-) -> Verdict:
+def verdict(handle: BinaryIO, st: os.stat_result, head: bytes, sources: Iterable[FollowedFile], path: str) -> Verdict:
     """What the file open as `handle` (its fstat `st`, first bytes `head`), found at `path`, is to
     the followed files `sources` (those alike in their first bytes): a copy of one, maybe one, or new.
 

@@ -14,7 +14,7 @@ KNOWN_STATUSES = ("pending", "completed", "failed", "cancelled")
 OTHER_STATUS = "other"
 # Operations `monitor run` makes: their error counters exist at 0 from start-up, as alerts expect.
 SIDECAR_OPERATIONS = (
-    "ping", "find_statuses", "count_stuck", "list_stuck", "counts_by_status", "lease", "lease_release",
+    "ping", "find_statuses", "count_stuck", "list_stuck", "counts_by_status", "lease", "lease_release", "lease_note",
 )  # fmt: skip
 
 
@@ -35,11 +35,13 @@ class ReconcileCollector:
 
 
 class SweepLeaderCollector:
-    """`<self_prefix>_sweep_leader`: 1 on the sidecar that runs the stuck sweep (the lease holder), 0 elsewhere."""
+    """`<self_prefix>_sweep_leader`: 1 on the sidecar that runs the stuck sweep (the lease holder), 0
+    elsewhere; `<self_prefix>_sweep_lease_mismatch`: 1 where the holder runs another lease length."""
 
-    def __init__(self, prefix: str, leader: Callable[[], bool]) -> None:
+    def __init__(self, prefix: str, leader: Callable[[], bool], mismatch: Callable[[], bool] = lambda: False) -> None:
         self._prefix = prefix
         self._leader = leader
+        self._mismatch = mismatch
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -47,6 +49,12 @@ class SweepLeaderCollector:
             "1 if this sidecar runs the stuck sweep and exports the stuck and by-status counts (it holds "
             "the lease), 0 if not.",
             value=int(self._leader()),
+        )
+        yield GaugeMetricFamily(
+            f"{self._prefix}_sweep_lease_mismatch",
+            "1 if the stuck-sweep lease's holder uses another lease length (reconcile.stuck.lease_seconds) "
+            "than this sidecar, 0 if not.",
+            value=int(self._mismatch()),
         )
 
 

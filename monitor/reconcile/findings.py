@@ -32,7 +32,7 @@ MAX_VALUE_CHARS = 200  # of a document's field, e.g. a long error_message
 REMEMBERED_ANALYSES = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # an incident's findings are many
 class ClaimCheck:
     """One claim's part in a finding: what the log said and how the check ended."""
 
@@ -43,7 +43,7 @@ class ClaimCheck:
     stream: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # an incident's findings are many
 class Finding:
     """One analysis whose status the log claims but MongoDB does not hold (or a stuck one)."""
 

@@ -175,28 +175,51 @@ class MongoGateway:
         """{id: the fields a repair reads or sets} for the ids that exist."""
         return self._by_ids("repair_fields", ids, REPAIR_FIELDS)
 
-    def take_lease(self, collection: str, name: str, holder: str, seconds: float) -> str | None:
-        """Take or renew the lease document `name` for `holder` in one atomic upsert; returns who holds
-        it afterwards, or None when another sidecar created the document at the same instant.
+    def take_lease(self, collection: str, name: str, holder: str, seconds: float) -> dict[str, Any] | None:
+        """Take or renew the lease document `name` for `holder` in one atomic upsert; returns the
+        document afterwards, or None when another sidecar created it at the same instant.
 
         Timed by the database's clock (`$$NOW`), not the sidecars': the holder is kept unless it is
-        `holder` or its `expires_at` has passed. A pipeline update (MongoDB 4.2+) because a filter
-        with `$expr` cannot upsert; dates compared as milliseconds (`$toLong`), which MongoDB and the
-        test server (SecantusDB, whose date-to-$$NOW comparison is wrong) both get right."""
-        takeable = {"$or": [{"$eq": ["$holder", holder]}, {"$lt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}]}
+        `holder` or its `expires_at` has passed. `since` is when the holder may start sweeping: now
+        on a takeover, kept on a renewal, and one lease period ahead when the document did not exist
+        (it may have been lost while another sidecar held it: see `monitor.reconcile.lease`).
+        A pipeline update (MongoDB 4.2+) because a filter with `$expr` cannot upsert; dates compared
+        as milliseconds (`$toLong`), which MongoDB and the test server (SecantusDB, whose
+        date-to-$$NOW comparison is wrong) both get right. Within one `$set` stage every expression
+        reads the document as it was before the stage."""
+        ahead = {"$add": ["$$NOW", round(seconds * 1000)]}
+        mine = {"$eq": ["$holder", holder]}
         update = [
             {
                 "$set": {
-                    "holder": {"$cond": [takeable, holder, "$holder"]},
-                    "expires_at": {"$cond": [takeable, {"$add": ["$$NOW", round(seconds * 1000)]}, "$expires_at"]},
+                    "_take": {"$or": [mine, {"$lt": [{"$toLong": "$expires_at"}, {"$toLong": "$$NOW"}]}]},
+                    "_created": {"$eq": [{"$type": "$holder"}, "missing"]},
                 }
-            }
+            },
+            {
+                "$set": {
+                    "holder": {"$cond": ["$_take", holder, "$holder"]},
+                    "expires_at": {"$cond": ["$_take", ahead, "$expires_at"]},
+                    "seconds": {"$cond": ["$_take", seconds, "$seconds"]},
+                    "since": {
+                        "$switch": {
+                            "branches": [
+                                {"case": {"$not": ["$_take"]}, "then": "$since"},
+                                {"case": "$_created", "then": ahead},
+                                {"case": {"$and": [mine, {"$eq": [{"$type": "$since"}, "date"]}]}, "then": "$since"},
+                            ],
+                            "default": "$$NOW",
+                        }
+                    },
+                }
+            },
+            {"$unset": ["_take", "_created"]},
         ]
         leases = self._client[self.settings.database][collection]
 
-        def query() -> str | None:
+        def query() -> dict[str, Any] | None:
             try:
-                document = leases.find_one_and_update(
+                return leases.find_one_and_update(
                     {"_id": name},
                     update,
                     upsert=True,
@@ -205,14 +228,26 @@ class MongoGateway:
                 )
             except DuplicateKeyError:  # two upserts raced to create it: the other one won
                 return None
-            return None if document is None else str(document.get("holder"))
 
         return self._run("lease", query)
 
     def release_lease(self, collection: str, name: str, holder: str) -> bool:
-        """Delete the lease document if `holder` still holds it; True if it did."""
+        """Expire the lease document now if `holder` still holds it; True if it did. Expired, not
+        deleted: a document that exists can be taken at once, a created one makes its creator wait."""
         leases = self._client[self.settings.database][collection]
-        return self._run("lease_release", lambda: leases.delete_one({"_id": name, "holder": holder}).deleted_count == 1)
+        expire = [{"$set": {"expires_at": "$$NOW"}}]
+        return self._run(
+            "lease_release", lambda: leases.update_one({"_id": name, "holder": holder}, expire).matched_count == 1
+        )
+
+    def note_reported(self, collection: str, name: str, holder: str, ids: list[str], keep: int) -> bool:
+        """Add `ids` to the lease document's memory of reported stuck analyses (the last `keep`),
+        if `holder` still holds it; True if it did."""
+        leases = self._client[self.settings.database][collection]
+        update = {"$push": {"reported": {"$each": ids, "$slice": -keep}}}
+        return self._run(
+            "lease_note", lambda: leases.update_one({"_id": name, "holder": holder}, update).matched_count == 1
+        )
 
     def count_stuck(self, older_than: timedelta) -> tuple[int, list[dict[str, Any]]]:
         """Documents still pending long after created_at: their count and the oldest few."""

@@ -92,7 +92,7 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         if registry is not None:
             registry.register(ReconcileCollector(metric_prefix, self.stats_snapshot, lambda: mongo.stats, self_prefix))
-            registry.register(SweepLeaderCollector(self_prefix, self.sweep_leader))
+            registry.register(SweepLeaderCollector(self_prefix, self.sweep_leader, self._lease_mismatch))
 
     # -- the follow loop's side -------------------------------------------------------
 
@@ -226,6 +226,9 @@ class Reconciler:
     @property
     def lease(self) -> SweepLease | None:
         return self.sweep.lease
+
+    def _lease_mismatch(self) -> bool:
+        return self.sweep.lease is not None and self.sweep.lease.mismatch
 
     def _report_stuck(self, documents: list[dict]) -> None:
         if not documents:

@@ -4,7 +4,9 @@ It runs once per `reconcile.stuck.interval_seconds` on the reconcile thread, and
 only on the sidecar holding the lease (`monitor.reconcile.lease`), renewed just
 before each sweep; a sidecar that cannot renew it does not sweep and exports no
 sweep results, so `max` or `sum` over the replicas counts each analysis once.
-Each stuck analysis is reported once (the memory of what was said is bounded).
+Each stuck analysis is reported once (the memory of what was said is bounded),
+across the fleet too: the holder notes what it reported in the lease document,
+and a new holder starts from that.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from monitor.config import StuckSweep as SweepSettings
-from monitor.reconcile.lease import SweepLease
+from monitor.reconcile.lease import ID_CHARS, SweepLease
 from monitor.reconcile.mongo import MongoGateway, MongoQueryError, MongoUnavailableError
 
 log = logging.getLogger("monitor.reconcile")  # the name operators filter on: see monitor.logs
@@ -103,13 +105,21 @@ class StuckSweep:
             return []
         with self._lock:
             self._result = SweepResult(count, by_status)
+        if self.lease is not None:  # what earlier holders reported
+            for analysis_id in self.lease.reported:
+                self._remember(analysis_id)
         fresh = []
         for document in oldest:
-            analysis_id = str(document.get("_id"))
+            analysis_id = str(document.get("_id"))[:ID_CHARS]
             if analysis_id in self._reported:
                 continue
-            self._reported[analysis_id] = None
-            if len(self._reported) > MAX_REMEMBERED:
-                self._reported.pop(next(iter(self._reported)))
+            self._remember(analysis_id)
             fresh.append(document)
+        if self.lease is not None:
+            self.lease.note_reported([str(document.get("_id")) for document in fresh])
         return fresh
+
+    def _remember(self, analysis_id: str) -> None:
+        self._reported[analysis_id] = None
+        if len(self._reported) > MAX_REMEMBERED:
+            self._reported.pop(next(iter(self._reported)))

@@ -59,7 +59,6 @@ def load_and_compile(path: Path, state_dir: str | Path | None = None) -> tuple[L
     return loaded, matcher
 
 
-
 def _cache(config: Config, state_dir: str | Path | None) -> Path:
     return Path(state_dir or config.state.directory) / "cache"
 

@@ -134,6 +134,7 @@ class MinuteReader:
                 return
             line_start = line_end + 1
 
+
 def _move(carry: MinuteCarry, minute: int, blind: list[int]) -> None:
     """A timestamped line of `minute` was read: it resolves an untimed line before it, if any."""
     if carry.untimed:

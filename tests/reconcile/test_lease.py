@@ -4,6 +4,10 @@ Against the real MongoDB wire-protocol server of the suite (SecantusDB): the
 lease is timed by that server's clock, so lease expiry here is real time; the
 reconcilers' own schedules run on a controlled clock. Waiting is by polling
 with a deadline, never by a fixed sleep.
+
+Most tests start from a lease document that exists already (released by an
+earlier holder), as in any fleet after its first start: whoever creates the
+document waits one lease period before sweeping (tested on its own below).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import os
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -23,7 +27,7 @@ from monitor.reconcile.lease import LEASE_NAME, SweepLease, sidecar_id
 from monitor.reconcile.mongo import MongoGateway
 from monitor.reconcile.reconciler import Reconciler
 from tests.conftest import MINIMAL_CONFIG, REPO
-from tests.reconcile.test_reconciler import Clock, StallingProxy, insert
+from tests.reconcile.test_reconciler import Clock, StallingProxy, insert, released_lease
 from tests.sidecar_process import wait_for
 
 INTERVAL = 10.0  # on the reconcilers' controlled clock
@@ -36,19 +40,24 @@ class Fleet:
 
     def __init__(self, url: str, database: str, names: str = "abc", **stuck) -> None:
         self.clock = Clock()
+        self.url = url
         self.database = database
         self.members: dict[str, tuple[Reconciler, CollectorRegistry]] = {}
         for name in names:
-            registry = CollectorRegistry()
-            mongo = MongoGateway(
-                MongoSettings(
-                    database=database, server_selection_timeout_ms=500, socket_timeout_ms=1000, connect_timeout_ms=500
-                ),
-                url,
-            )
-            settings = ReconcileSettings(stuck=StuckSweep(**{"interval_seconds": INTERVAL, **stuck}))
-            self.members[name] = (Reconciler(settings, mongo, clock=self.clock, registry=registry), registry)
+            self.add(name, **stuck)
         self.rounds = 0
+
+    def add(self, name: str, **stuck) -> Reconciler:
+        registry = CollectorRegistry()
+        mongo = MongoGateway(
+            MongoSettings(
+                database=self.database, server_selection_timeout_ms=500, socket_timeout_ms=1000, connect_timeout_ms=500
+            ),
+            self.url,
+        )
+        settings = ReconcileSettings(stuck=StuckSweep(**{"interval_seconds": INTERVAL, **stuck}))
+        self.members[name] = (Reconciler(settings, mongo, clock=self.clock, registry=registry), registry)
+        return self.members[name][0]
 
     def __getitem__(self, name: str) -> Reconciler:
         return self.members[name][0]
@@ -108,6 +117,10 @@ def _queries(reconciler: Reconciler, operation: str) -> int:
     return 0 if histogram is None else histogram.count
 
 
+def stuck_findings(reconciler: Reconciler) -> list[str]:
+    return [f.analysis_id for f in reconciler.findings if f.outcome == "stuck"]
+
+
 def stuck_documents(db) -> None:
     for _ in range(3):
         insert(db, "pending", created_ago=3600)
@@ -129,7 +142,9 @@ def fleet(mongo):
     stuck_documents(db)
     made: list[Fleet] = []
 
-    def make(**stuck) -> Fleet:
+    def make(lease_exists: bool = True, **stuck) -> Fleet:
+        if lease_exists:
+            released_lease(db)
         made.append(Fleet(url, name, **stuck))
         return made[-1]
 
@@ -146,7 +161,8 @@ def test_three_sidecars_elect_one_holder_which_alone_sweeps_every_interval(fleet
     [leader] = sidecars.leaders()
     followers = sorted(set("abc") - {leader})
     document = db[LEASES].find_one()
-    assert set(document) == {"_id", "holder", "expires_at"}
+    assert set(document) == {"_id", "holder", "expires_at", "since", "seconds", "reported"}
+    assert document["seconds"] == 30.0
     assert (document["_id"], document["holder"]) == (LEASE_NAME, sidecars[leader].lease.holder)
     assert sidecars.sweeps() == {leader: 1, **dict.fromkeys(followers, 0)}
     assert sidecars.gauges() == {leader: 1.0, **dict.fromkeys(followers, 0.0)}
@@ -169,7 +185,8 @@ def test_a_stopped_holder_releases_the_lease_and_another_takes_over_at_its_next_
     held = db[LEASES].find_one()
     with caplog.at_level(logging.INFO, logger="monitor.lease"):
         sidecars.drop(leader).stop()
-    assert db[LEASES].count_documents({}) == 0
+    released = db[LEASES].find_one()
+    assert released["expires_at"] < held["expires_at"]  # expired, not deleted: the next try takes it at once
     assert "stuck-sweep lease released" in caplog.text
     sidecars.round()
     [successor] = sidecars.leaders()
@@ -210,6 +227,7 @@ def test_a_database_going_away_stops_every_sweep_and_each_change_is_logged_once(
 
     client = pymongo.MongoClient(server.url)
     stuck_documents(client.tradingagents)
+    released_lease(client.tradingagents)
     client.close()
     sidecars = Fleet(server.url, "tradingagents")
     try:
@@ -261,7 +279,7 @@ def test_a_refused_lease_write_makes_nobody_sweep(fleet, mongo, caplog):
     """The database answers, but refuses the write (as it would a user without the privilege)."""
     _, _, db = mongo
     db.create_collection(LEASES, validator={"$jsonSchema": {"required": ["never_written"]}})
-    sidecars = fleet()
+    sidecars = fleet(lease_exists=False)
     with caplog.at_level(logging.WARNING, logger="monitor.lease"):
         sidecars.round()
         sidecars.round()
@@ -275,7 +293,7 @@ def test_a_refused_lease_write_makes_nobody_sweep(fleet, mongo, caplog):
 
 def test_a_disabled_sweep_never_runs_nor_touches_the_lease(fleet, mongo):
     _, _, db = mongo
-    sidecars = fleet(enabled=False)
+    sidecars = fleet(lease_exists=False, enabled=False)
     assert sidecars.gauges() == dict.fromkeys("abc", 0.0)
     sidecars.round()
     sidecars.round()
@@ -287,7 +305,7 @@ def test_a_disabled_sweep_never_runs_nor_touches_the_lease(fleet, mongo):
 def test_without_a_lease_collection_every_enabled_sidecar_sweeps(fleet, mongo):
     """lease_collection "": the opt-out for one replica whose MongoDB user may only read."""
     _, _, db = mongo
-    sidecars = fleet(lease_collection="")
+    sidecars = fleet(lease_exists=False, lease_collection="")
     sidecars.round()
     sidecars.round()
     assert sidecars.gauges() == dict.fromkeys("abc", 1.0)
@@ -296,7 +314,8 @@ def test_without_a_lease_collection_every_enabled_sidecar_sweeps(fleet, mongo):
 
 
 def test_a_holder_whose_renewal_hangs_stops_claiming_the_lease_when_it_could_have_expired(mongo):
-    url, name, _ = mongo
+    url, name, db = mongo
+    released_lease(db)
     gateway = MongoGateway(MongoSettings(database=name), url)
     clock = Clock()
     lease = SweepLease(gateway, LEASES, 30.0, holder="pod-a-1-00", clock=clock)
@@ -309,7 +328,8 @@ def test_a_holder_whose_renewal_hangs_stops_claiming_the_lease_when_it_could_hav
     finally:
         lease.release()  # still named in the document: released
         gateway.close()
-    assert mongo[2][LEASES].count_documents({}) == 0
+    released = db[LEASES].find_one()
+    assert (released["holder"], released["expires_at"] <= datetime.utcnow()) == ("pod-a-1-00", True)
 
 
 def test_sidecar_ids_are_unique_per_process_and_name_the_pod(monkeypatch):
@@ -344,6 +364,7 @@ def test_three_sidecar_processes_sweep_once_and_hand_over_on_stop_and_on_death(t
     url, name, db = mongo
     for _ in range(2):
         insert(db, "pending", created_ago=3600)
+    released_lease(db)
     text = (REPO / "config.yaml").read_text(encoding="utf-8")
     assert "interval_seconds: 60\n" in text
     config = tmp_path / "fast.yaml"
@@ -401,16 +422,17 @@ def test_three_sidecar_processes_sweep_once_and_hand_over_on_stop_and_on_death(t
 def test_a_renewal_whose_reply_comes_after_the_lease_could_have_expired_leads_to_no_sweep(mongo):
     """The reply says "you hold it", but it took longer than the lease lasts: another sidecar may have
     taken it over in between, so this one must not sweep on it (nor say it leads)."""
-    url, name, _ = mongo
+    url, name, db = mongo
+    released_lease(db)
     gateway = MongoGateway(MongoSettings(database=name), url)
     clock = Clock()
     lease = SweepLease(gateway, LEASES, 30.0, holder="pod-a-1-00", clock=clock)
     answer = gateway.take_lease
 
     def slow_answer(*args, **kwargs):
-        holder = answer(*args, **kwargs)
+        document = answer(*args, **kwargs)
         clock.now += 30.5  # the reply arrives after the lease's term, counted from when it was sent
-        return holder
+        return document
 
     gateway.take_lease = slow_answer  # the stand-in: a network that delays one reply, which cannot be made here
     try:
@@ -421,3 +443,117 @@ def test_a_renewal_whose_reply_comes_after_the_lease_could_have_expired_leads_to
     finally:
         lease.release()
         gateway.close()
+
+
+# --- a lost lease document, other lease lengths, what was reported --------------------------------
+
+
+def test_a_lost_lease_document_never_makes_two_leaders_whoever_creates_it_anew(fleet, mongo, caplog):
+    """MongoDB restarted empty (or restored without the lease collection) while a sidecar held the
+    lease: that sidecar still counts on it until its timer runs out. Whoever creates the document
+    anew waits one lease period, so at no instant do two sidecars say they lead."""
+    _, _, db = mongo
+    lease_seconds = 3.0  # real seconds on the database's clock
+    sidecars = fleet(lease_seconds=lease_seconds, interval_seconds=1.0)
+    sidecars.clock.now += INTERVAL - 1.0
+    sidecars.round()
+    [old] = sidecars.leaders()
+    other = next(name for name in "abc" if name != old)
+    db[LEASES].delete_many({})  # the document is lost
+
+    sidecars.clock.now += INTERVAL
+    with caplog.at_level(logging.INFO, logger="monitor.lease"):
+        sidecars[other].run_once()  # another sidecar tries first: it creates the document
+    created = db[LEASES].find_one()
+    assert created["holder"] == sidecars[other].lease.holder
+    assert created["since"] == created["expires_at"]  # it may sweep one lease period from now
+    assert sidecars.leaders() == [old]  # the old holder's timer still runs; the creator waits
+    [note] = [r for r in caplog.records if "created the stuck-sweep lease document" in r.getMessage()]
+    assert note.levelname == "INFO"  # it never held the lease: a fleet's first start looks the same
+
+    sidecars[old].run_once()  # the old holder's renewal finds another holder: it stops at once
+    assert sidecars.leaders() == []
+    sweeps_before = sidecars.sweeps()
+
+    def one_leader() -> list[str]:
+        sidecars.round()
+        leaders = sidecars.leaders()
+        assert sum(sidecars.gauges().values()) == len(leaders) <= 1
+        return leaders
+
+    assert wait_for(one_leader, timeout=lease_seconds + 10, what="the creator leading") == [other]
+    assert sidecars.sweeps()[other] == sweeps_before[other] + 1
+    assert sidecars.sweeps()[old] == sweeps_before[old]
+
+
+def test_a_holder_that_finds_its_lease_document_gone_stops_leading_at_once(fleet, mongo, caplog):
+    _, _, db = mongo
+    sidecars = fleet(names="a")
+    sidecars.round()
+    assert sidecars.leaders() == ["a"]
+    db[LEASES].delete_many({})
+    with caplog.at_level(logging.INFO, logger="monitor.lease"):
+        sidecars.round()
+    assert sidecars.leaders() == []  # it created the document anew: another may still count on the old one
+    assert sidecars.gauges() == {"a": 0.0}
+    assert sidecars.sweep_samples("a") == {}
+    [note] = [r for r in caplog.records if "created the stuck-sweep lease document" in r.getMessage()]
+    assert note.levelname == "WARNING"
+    assert "anew: it was gone while this sidecar held it" in note.getMessage()
+    assert "sweeps only 30 s from now" in note.getMessage()
+
+
+def test_a_fleets_first_start_sweeps_one_lease_period_later_then_every_interval(fleet, mongo):
+    _, _, db = mongo
+    lease_seconds = 2.0
+    sidecars = fleet(lease_exists=False, lease_seconds=lease_seconds, interval_seconds=1.0)
+    sidecars.clock.now += INTERVAL - 1.0
+    sidecars.round(concurrently=True)
+    assert sidecars.leaders() == []
+    creator = db[LEASES].find_one()["holder"]
+
+    def one_leader() -> list[str]:
+        sidecars.round()
+        return sidecars.leaders()
+
+    [leader] = wait_for(one_leader, timeout=lease_seconds + 10, what="the creator leading")
+    assert sidecars[leader].lease.holder == creator
+    assert sidecars.sweep_samples(leader) == LEADER_SERIES
+
+
+def test_a_sidecar_with_another_lease_length_says_so_once_and_in_a_gauge(fleet, mongo, caplog):
+    sidecars = fleet(names="ab")  # 30 s
+    sidecars.round()
+    [leader] = sidecars.leaders()
+    odd = sidecars.add("c", lease_seconds=3600.0)
+    with caplog.at_level(logging.WARNING, logger="monitor.lease"):
+        odd.run_once()
+        sidecars.clock.now += INTERVAL
+        odd.run_once()
+    registry = sidecars.members["c"][1]
+    assert registry.get_sample_value("logmonitor_sweep_lease_mismatch") == 1
+    assert sidecars.members[leader][1].get_sample_value("logmonitor_sweep_lease_mismatch") == 0
+    warned = [r.getMessage() for r in caplog.records if "uses lease_seconds" in r.getMessage()]
+    assert warned == [
+        f"the stuck-sweep lease holder {sidecars[leader].lease.holder} uses lease_seconds 30.0, this sidecar 3600: if "
+        "it dies, no sidecar sweeps for up to its lease length; give every sidecar on one database the same "
+        "reconcile.stuck settings"
+    ]
+
+
+def test_stuck_analyses_are_reported_once_across_the_fleet_whoever_holds_the_lease(fleet, mongo):
+    _, _, db = mongo
+    sidecars = fleet()
+    sidecars.round()
+    [first] = sidecars.leaders()
+    assert len(stuck_findings(sidecars[first])) == 3
+    assert len(db[LEASES].find_one()["reported"]) == 3
+    sidecars.drop(first).stop()  # hands the lease over
+    late = insert(db, "pending", created_ago=3600)  # stuck since: new to everyone
+    sidecars.round()
+    [second] = sidecars.leaders()
+    assert stuck_findings(sidecars[second]) == [late]  # not the three the first holder reported
+    sidecars.round()
+    sidecars.round()
+    assert sum(len(stuck_findings(sidecars[name])) for name in sidecars.members) == 1
+    assert len(db[LEASES].find_one()["reported"]) == 4

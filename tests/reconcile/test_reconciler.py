@@ -31,6 +31,13 @@ class Clock:
         return self.now
 
 
+def released_lease(db) -> None:
+    """The stuck-sweep lease document as a holder that stopped leaves it: expired, so the next try
+    takes it at once (whoever creates the document waits one lease period: test_lease.py)."""
+    past = datetime(2020, 1, 1)
+    db.logmonitor_leases.insert_one({"_id": "stuck_sweep", "holder": "pod-old-1-00", "expires_at": past, "since": past})
+
+
 def make(url: str, database: str, clock: Clock, **settings) -> Reconciler:
     stuck = settings.pop("stuck", StuckSweep(enabled=False))
     reconcile = ReconcileSettings(
@@ -240,6 +247,7 @@ def test_a_complete_share_holds_every_waiting_claim_for_a_checkpoint_made_anew()
 
 def test_stuck_sweep_counts_old_pending_documents(mongo):
     url, name, db = mongo
+    released_lease(db)  # a fleet after its first start (whoever creates the lease waits: test_lease.py)
     clock = Clock()
     reconciler = make(
         url, name, clock, stuck=StuckSweep(interval_seconds=60, max_analysis_seconds=1800, window_seconds=86400)
@@ -380,15 +388,17 @@ def test_the_reconcile_thread_takes_the_lease_and_releases_it_when_stopped(mongo
     from tests.sidecar_process import wait_for
 
     url, name, db = mongo
+    released_lease(db)
     reconciler = make(url, name, Clock(), stuck=StuckSweep())
     reconciler.start()
     try:
-        holder = wait_for(lambda: db.logmonitor_leases.find_one(), what="the lease taken by the thread")["holder"]
-        assert holder == reconciler.lease.holder
+        holder = reconciler.lease.holder
+        wait_for(lambda: db.logmonitor_leases.find_one({"holder": holder}), what="the lease taken by the thread")
         wait_for(reconciler.sweep_leader, what="the thread's sweep")
     finally:
         reconciler.stop()
-    assert db.logmonitor_leases.count_documents({}) == 0  # released on the way out
+    released = db.logmonitor_leases.find_one()
+    assert (released["holder"], released["expires_at"] <= datetime.utcnow()) == (holder, True)  # released: expired
     assert reconciler.sweep_leader() is False
 
 
@@ -398,6 +408,7 @@ def test_a_holder_that_lost_its_lease_stops_sweeping_and_exporting_the_sweep(mon
     url, name, db = mongo
     for _ in range(2):
         insert(db, "pending", created_ago=3600)
+    released_lease(db)
     clock = Clock()
     registry = CollectorRegistry()
     gateway = MongoGateway(MongoSettings(database=name, server_selection_timeout_ms=500), url)
