@@ -4,8 +4,8 @@
     .venv/bin/python bench/verify_scale.py --analyses 500000   # 1,000,000 claims (slow on the test server)
 
 Writes a log in the server's format (each analysis: its `✅ 分析完成状态已更新到数据库` and
-`完成，成功: True` lines, concurrent workers interleaved, real millisecond timestamps), split into a
-plain current file and a gzip rotated one; inserts the documents into a fresh SecantusDB (the test
+`完成，成功: True` lines, concurrent workers interleaved, real millisecond timestamps), split into four
+files as logrotate leaves them (two gzip, two plain); inserts the documents into a fresh SecantusDB (the test
 server: a real MongoDB wire-protocol server; its speed, not MongoDB's), one in ten
 (`--lost-every`) left `pending` (a lost status); then runs, each as a user would:
 
@@ -47,12 +47,19 @@ def write_logs(directory: Path, ids: list[str]) -> list[Path]:
         lines.append(LINE.format(t=stamp, n=2552, msg=f"✅ 分析完成状态已更新到数据库: {analysis_id}"))
         lines.append(LINE.format(t=stamp, n=2553, msg=f"分析 {analysis_id} 完成，成功: True"))
         lines.append(LINE.format(t=stamp, n=2511, msg=f"分析 {analysis_id} 进度: 100% - 分析完成"))
-    half = len(lines) // 2
-    rotated, current = directory / "tradingagents.log.1.gz", directory / "tradingagents.log"
-    with gzip.open(rotated, "wt", encoding="utf-8", compresslevel=6) as f:
-        f.writelines(lines[:half])
-    current.write_text("".join(lines[half:]), encoding="utf-8")
-    return [rotated, current]
+    # As logrotate with `compress` and `delaycompress` leaves them: .log.3.gz .log.2.gz .log.1 .log
+    names = ("tradingagents.log.3.gz", "tradingagents.log.2.gz", "tradingagents.log.1", "tradingagents.log")
+    quarter = -(-len(lines) // len(names))
+    paths = []
+    for index, name in enumerate(names):
+        path, piece = directory / name, lines[index * quarter : (index + 1) * quarter]
+        if name.endswith(".gz"):
+            with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as f:
+                f.writelines(piece)
+        else:
+            path.write_text("".join(piece), encoding="utf-8")
+        paths.append(path)
+    return paths
 
 
 def run(command: list[str], env: dict[str, str]) -> tuple[int, str, float, float]:
@@ -117,7 +124,8 @@ def main() -> int:
             report = json.loads(stdout)
             found = {f["analysis_id"] for f in report["not_persisted"]}
             claims = 2 * args.analyses
-            print(f"{args.analyses:,} analyses, {claims:,} claims, {size / 1e6:.0f} MB of log (plain + gzip)")
+            where = f"{size / 1e6:.0f} MB of log in 4 files (2 plain, 2 gzip)"
+            print(f"{args.analyses:,} analyses, {claims:,} claims, {where}")
             print(f"scan only:  {scan_wall:.1f} s")
             print(
                 f"verify:     {wall:.1f} s, {claims / wall:,.0f} claims/s, peak RSS {peak:.0f} MiB, "

@@ -131,8 +131,12 @@ def _verdict(finding: Finding, analysis: LogStory, document: dict[str, Any] | No
     return "", statuses[0]
 
 
-def what_the_logs_say(config: Config, matcher: Matcher, files: list[Path], ids: set[str]) -> dict[str, LogStory]:
-    extractor = ClaimExtractor(config.reconcile.claims)
+def what_the_logs_say(
+    config: Config, matcher: Matcher, files: list[Path], ids: set[str], lines: bool = True
+) -> dict[str, LogStory]:
+    """What the logs say of the analyses `ids`; with `lines` False only when they were started
+    (what `verify` needs without a plan: memory for the start times, not for evidence)."""
+    extractor = ClaimExtractor(config.reconcile.claims) if lines else None
     starts = StartLines(config.reconcile.start_rules, config.reconcile.claims)
     said: dict[str, LogStory] = {}
     for path in files:
@@ -146,11 +150,15 @@ def what_the_logs_say(config: Config, matcher: Matcher, files: list[Path], ids: 
     return said
 
 
-def _take(events, extractor: ClaimExtractor, starts: StartLines, ids: set[str], said: dict[str, LogStory]) -> None:
+def _take(
+    events, extractor: ClaimExtractor | None, starts: StartLines, ids: set[str], said: dict[str, LogStory]
+) -> None:
     for event in events:
         started = starts.analysis(event)
         if started in ids:
             said.setdefault(started, LogStory()).starts.append(event.time)
+        if extractor is None:
+            continue
         for claim in extractor.claims([event], ""):
             if claim.analysis_id not in ids:
                 continue

@@ -300,18 +300,13 @@ def test_completed_at_comes_from_the_end_line_or_is_left_unset(tmp_path, mongo):
     )
 
 
-def test_a_large_plan_is_applied_in_bulk_and_a_rerun_changes_nothing(tmp_path, mongo, capsys):
-    """1,200 entries: three bulk writes (500 a round trip, each update with its own pinned filter),
-    no read while every document is as planned; the same plan again writes nothing new and says so."""
-    from pymongo import monitoring
-
+def bulk_plan(tmp_path, db, name: str, count: int):
+    """A plan of `count` entries for as many pending documents; (plan path, config, matcher, ids)."""
     from monitor.config import load_config
-    from monitor.incident.repair import repair
     from monitor.scan.matcher import compile_matcher
     from tests.conftest import REPO
 
-    url, name, db = mongo
-    documents = [{"status": "pending", "created_at": CREATED, "completed_at": None} for _ in range(1200)]
+    documents = [{"status": "pending", "created_at": CREATED, "completed_at": None} for _ in range(count)]
     ids = [str(i) for i in db.analyses.insert_many(documents).inserted_ids]
     entries = [
         {
@@ -336,7 +331,18 @@ def test_a_large_plan_is_applied_in_bulk_and_a_rerun_changes_nothing(tmp_path, m
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 2, "database": name, "collection": "analyses", "repairs": entries}), "utf-8")
     loaded = load_config(REPO / "config.yaml", environ={})
-    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where)
+    return plan, loaded.config, compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where), ids
+
+
+def test_a_large_plan_is_applied_in_bulk_and_a_rerun_changes_nothing(tmp_path, mongo, capsys):
+    """1,200 entries: three bulk writes (500 a round trip, each update with its own pinned filter),
+    no read while every document is as planned; the same plan again writes nothing new and says so."""
+    from pymongo import monitoring
+
+    from monitor.incident.repair import repair
+
+    url, name, db = mongo
+    plan, config, matcher, _ = bulk_plan(tmp_path, db, name, 1200)
 
     class Commands(monitoring.CommandListener):
         def __init__(self) -> None:
@@ -354,13 +360,60 @@ def test_a_large_plan_is_applied_in_bulk_and_a_rerun_changes_nothing(tmp_path, m
 
     commands = Commands()
     monitoring.register(commands)  # every client made from now on reports to it
-    assert repair(plan, lambda: (loaded.config, matcher), url, name, apply=True) == 0
+    assert repair(plan, lambda: (config, matcher), url, name, apply=True) == 0
     assert commands.names == ["update"] * 3
     assert db.analyses.count_documents({"status": "completed", "progress": 100.0}) == 1200
     commands.names.clear()
     capsys.readouterr()
-    assert repair(plan, lambda: (loaded.config, matcher), url, name, apply=True) == 0  # idempotent
+    assert repair(plan, lambda: (config, matcher), url, name, apply=True) == 0  # idempotent
     assert commands.names == ["update", "find"] * 3  # nothing matched: each batch read to say why
     assert capsys.readouterr().out.endswith(
         "0 repair(s) applied, 1200 already as planned, 0 skipped because the document changed since the plan\n"
     )
+
+
+def test_a_repair_stopped_by_sigterm_finishes_its_batch_lists_the_rest_and_a_rerun_completes_it(
+    tmp_path, mongo, capsys
+):
+    """SIGTERM while the first of three batches is written: that batch is finished (500 applied),
+    the 700 entries not attempted are listed, exit 130; the same plan again applies exactly those."""
+    import os
+    import signal
+
+    from pymongo import monitoring
+
+    from monitor.incident.repair import repair
+
+    url, name, db = mongo
+    plan, config, matcher, ids = bulk_plan(tmp_path, db, name, 1200)
+
+    class TermOnFirstWrite(monitoring.CommandListener):
+        sent = False
+
+        def started(self, event) -> None:
+            if event.database_name == name and event.command_name == "update" and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)  # handled by repair: the stop between batches
+
+        def succeeded(self, event) -> None:
+            pass
+
+        def failed(self, event) -> None:
+            pass
+
+    monitoring.register(TermOnFirstWrite())
+    assert repair(plan, lambda: (config, matcher), url, name, apply=True) == 130
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:500]] == [f"applied  {analysis_id}" for analysis_id in ids[:500]]
+    assert out[500:-1] == [f"not attempted  {analysis_id}" for analysis_id in ids[500:]]
+    assert out[-1] == (
+        "500 repair(s) applied, 0 already as planned, 0 skipped because the document changed since the plan, "
+        "700 not attempted (interrupted)"
+    )
+    assert db.analyses.count_documents({"status": "completed"}) == 500
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+    assert repair(plan, lambda: (config, matcher), url, name, apply=True) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "700 repair(s) applied, 500 already as planned, 0 skipped because the document changed since the plan"
+    )
+    assert db.analyses.count_documents({"status": "completed"}) == 1200

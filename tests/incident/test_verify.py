@@ -257,3 +257,8 @@ def test_an_analysis_run_again_is_judged_by_its_last_run_whatever_the_file_order
     assert [(f["analysis_id"], [c["claim"] for c in f["claims"]]) for f in findings] == [
         (lost_after_retry, ["finished_success"])
     ]
+    # retried's failed claim and running_again's claim are of a first run: said, so the count is explained.
+    assert (
+        "2 analysis(es) whose claims were all made before the analysis was started again: its later run "
+        "speaks for the document, so not counted as lost (`monitor explain ID` shows each run)"
+    ) in result.stderr
