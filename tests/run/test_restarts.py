@@ -20,9 +20,6 @@ TIMEOUT = log_line("MongoDB操作超时", "ERROR") + "\n"
 RULE = "mongodb_operation_timeout"
 
 
-
-
-
 def swap_symlink(link, target) -> None:
     """Point `link` at `target` atomically, as Kubernetes' atomic writer swaps `..data`."""
     temporary = link.with_name(link.name + ".tmp")

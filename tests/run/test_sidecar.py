@@ -542,4 +542,3 @@ def test_out_of_file_descriptors_the_endpoint_still_answers(tmp_path, sidecars):
     said = sidecar.stderr()
     assert said.count("not following every file") == 1, said
     assert "Too many open files" not in said
-
