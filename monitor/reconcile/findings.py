@@ -64,6 +64,7 @@ class FindingBook:
     _findings: OrderedDict[str, Finding] = field(default_factory=OrderedDict)
     _counted: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _unpublished: list[str] = field(default_factory=list)
+    _checked: tuple[float, str] = (float("nan"), "")
 
     def record(self, claim: Claim, outcome: str, document: dict | None, now: float, detail: str = "") -> None:
         check = ClaimCheck(claim.claim, outcome, list(claim.accept), iso(claim.logged_at), claim.stream)
@@ -72,7 +73,9 @@ class FindingBook:
     def add(self, analysis_id: str, check: ClaimCheck, document: dict | None, now: float, detail: str = "") -> None:
         existing = self._findings.pop(analysis_id, None)
         if existing is None:
-            finding = Finding(analysis_id, check.outcome, [check], plain(document), iso(now), _short(detail))
+            if now != self._checked[0]:  # one string for all the findings of a round
+                self._checked = (now, iso(now))
+            finding = Finding(analysis_id, check.outcome, [check], plain(document), self._checked[1], _short(detail))
             self._unpublished.append(analysis_id)
         else:
             finding = replace(
