@@ -111,6 +111,8 @@ SIDECAR_METRICS = {
 }
 # The sidecar's other own gauges: its version (always 1) and how it watches its files.
 SIDECAR_INFO_METRICS = {"logmonitor_build_info", "logmonitor_watch_mode"}
+# The endpoint's own: connections that ended badly, by reason.
+SERVER_METRICS = {"logmonitor_http_connection_errors_total"}
 
 
 def _sample_names(families) -> set[str]:
@@ -134,7 +136,13 @@ RUNTIME_METRICS = _runtime_metrics()
 CONDITIONAL_METRICS = {"logmonitor_label_overflows_total"}
 PROMETHEUS_METRICS = {"up"}  # made by Prometheus for every target
 KNOWN_METRICS = (
-    LOG_METRICS | RECONCILE_METRICS | SIDECAR_METRICS | SIDECAR_INFO_METRICS | RUNTIME_METRICS | PROMETHEUS_METRICS
+    LOG_METRICS
+    | RECONCILE_METRICS
+    | SIDECAR_METRICS
+    | SIDECAR_INFO_METRICS
+    | SERVER_METRICS
+    | RUNTIME_METRICS
+    | PROMETHEUS_METRICS
 )
 
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
@@ -390,6 +398,12 @@ def test_known_sidecar_metrics_are_what_the_sidecar_exports():
     counters = {*SELF_COUNTERS, *FOLLOW_COUNTERS}
     exported = {f"logmonitor_{name}_total" for name in counters} | {f"logmonitor_{name}" for name in FOLLOW_GAUGES}
     assert exported == SIDECAR_METRICS
+
+
+def test_known_server_metrics_are_what_the_endpoint_exports():
+    from monitor.export.server import REASONS, ConnectionErrorsCollector
+
+    assert _sample_names(ConnectionErrorsCollector(dict.fromkeys(REASONS, 0)).collect()) == SERVER_METRICS
 
 
 def test_known_reconcile_metrics_are_what_the_mongodb_check_exports():
