@@ -264,15 +264,18 @@ class Tool:
     def __post_init__(self) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
 
-    def get(self, path: str) -> tuple[int, str]:
-        """One request on this tool's connection (kept alive by mtail; the sidecar closes each)."""
+    def get(self, path: str, retry: bool = True) -> tuple[int, str]:
+        """One request on this tool's kept-alive connection; as an HTTP client does, once more on a
+        new connection when the server had closed the idle one (both close idle connections)."""
         try:
             self.connection.request("GET", path)
             response = self.connection.getresponse()
             return response.status, response.read().decode("utf-8", "replace")
         except (OSError, http.client.HTTPException):
             self.connection.close()
-            raise
+            if not retry:
+                raise
+        return self.get(path, retry=False)
 
     def counts(self) -> tuple[int, int]:
         """(keyword count, line count) from /metrics; a series not exported yet is 0."""

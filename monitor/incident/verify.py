@@ -90,9 +90,9 @@ def verify(
     errors = list(input_errors)
     claims = 0
     logging.getLogger("monitor.findings").setLevel(logging.ERROR)  # the report below says it once
-    # Claims are checked in turns: a turn of 20 batches keeps MongoDB busy and memory small (a
+    # Claims are checked in turns: a turn of 10 batches keeps MongoDB busy and memory small (a
     # claim waiting costs ~1 KB), and never more than reconcile.max_pending wait.
-    batch = min(config.reconcile.max_pending, 20 * config.reconcile.batch_size)
+    batch = min(config.reconcile.max_pending, 10 * config.reconcile.batch_size)
 
     def check(found: list) -> bool:
         """Every claim is checked, however many: the waiting ones are checked (and leave) before a turn

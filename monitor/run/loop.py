@@ -23,6 +23,8 @@ from monitor.follow.watch import Waker
 from monitor.run.pipeline import Pipeline
 
 BUSY_LINGER_SECONDS = 0.5  # keep polling fast this long after the last data, so bursts do not flap
+CATCH_UP_SECONDS = 1.0  # a scrape reads what was appended for at most this long; the loop reads the rest
+CHEAP_RESOLVE_SECONDS = 0.005  # a scrape lists the files again when listing costs no more than this
 STALL_FACTOR = 10  # /healthz fails when a pass has not ended for this many poll intervals (30 s at least)
 
 
@@ -72,6 +74,20 @@ class FollowLoop:
         """Ask the loop to end (safe from a signal handler or another thread)."""
         self._stopping.set()
         self.waker.event.set()
+
+    def catch_up(self) -> None:
+        """Read what was appended since the last pass, before a scrape is rendered: a line written
+        and flushed before the scrape was sent is in its answer, however lazy the loop is (it reads
+        every `busy_poll_seconds` while lines keep coming). Files are listed again too (a line in the
+        file a rotation just created) when that is cheap or a directory changed; at most
+        `CATCH_UP_SECONDS` of reading, so a backlog cannot hold a scrape up (the loop reads on)."""
+        resolve = self.waker.structure_changed or self.follower.last_resolve_seconds <= CHEAP_RESOLVE_SECONDS
+        deadline = self._clock() + CATCH_UP_SECONDS
+        with self.lock:
+            for item in self.follower.poll(resolve=resolve):
+                self.pipeline.apply(item)
+                if self._clock() > deadline or self._stopping.is_set():
+                    break
 
     def stalled_for(self) -> tuple[float, float]:
         """Seconds since the last pass ended, and the limit past which the loop counts as stalled."""

@@ -10,10 +10,11 @@ every scrape is answered only once what it shows is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -234,13 +235,25 @@ class Sidecar:
 
     def endpoints(self) -> Endpoints:
         findings = self.reconciler.recent_findings if self.reconciler is not None else list
+
+        def current_findings() -> list:
+            self.loop.catch_up()
+            return findings()
+
         return Endpoints(
             self.registry,
-            scrape_guard=self.state.scrape,
+            scrape_guard=self._scrape,
             healthy=self._healthy,
             ready=self._ready,
-            json_pages={"/findings": findings},
+            json_pages={"/findings": current_findings},
         )
+
+    @contextlib.contextmanager
+    def _scrape(self) -> Iterator[None]:
+        """What was appended before the scrape is read first, then the cut is staged and rendered."""
+        self.loop.catch_up()
+        with self.state.scrape():
+            yield
 
     def _healthy(self) -> tuple[bool, str]:
         stalled, limit = self.loop.stalled_for()

@@ -542,3 +542,37 @@ def test_out_of_file_descriptors_the_endpoint_still_answers(tmp_path, sidecars):
     said = sidecar.stderr()
     assert said.count("not following every file") == 1, said
     assert "Too many open files" not in said
+
+
+def test_a_scrape_sees_every_line_written_before_it_was_sent_through_rotations(tmp_path, sidecars):
+    """200 rounds of: append one line (flushed), then scrape. The loop reads only every second while
+    lines keep coming (busy_poll_seconds: 1), so the answer holds the line only because the scrape
+    reads what was appended first. Every 25 rounds the file is rotated, by rename and create or by
+    copy and truncate, so the line may be in a file the sidecar has not seen yet."""
+    from datetime import datetime
+
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    assert "busy_poll_seconds: 0.5" in text
+    config = tmp_path / "lazy.yaml"
+    config.write_text(text.replace("busy_poll_seconds: 0.5", "busy_poll_seconds: 1"), encoding="utf-8")
+    log = tmp_path / "tradingagents.log"
+    log.touch()
+    sidecar = sidecars(tmp_path, "--log", str(log), config=config).start()
+    missed = []
+    for written in range(1, 201):
+        if written % 25 == 0:
+            if written % 50 == 0:
+                log.rename(tmp_path / "tradingagents.log.1")  # as RotatingFileHandler does
+                log.touch()
+            else:  # logrotate's copytruncate (rotate 1): the old .1 goes, a new .1 is the copy
+                (tmp_path / "tradingagents.log.1").unlink(missing_ok=True)
+                shutil.copyfile(log, tmp_path / "tradingagents.log.1")
+                os.truncate(log, 0)
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(TIMEOUT.replace("2025-10-22 14:20:02,123", stamp))
+            f.flush()
+        seen = sidecar.events(RULE)
+        if seen != written:
+            missed.append((written, seen))
+    assert missed == []
