@@ -73,7 +73,7 @@ def main() -> int:
         config = workdir / "config.yaml"
         text = (REPO / "config.yaml").read_text(encoding="utf-8")
         if args.busy_poll is not None:
-            text = text.replace("busy_poll_seconds: 0.5 ", f"busy_poll_seconds: {args.busy_poll} ")
+            text = text.replace("busy_poll_seconds: 0.01 ", f"busy_poll_seconds: {args.busy_poll} ")
         config.write_text(text, encoding="utf-8")
         log = workdir / "tradingagents.log"
         log.touch()

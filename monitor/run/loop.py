@@ -51,7 +51,6 @@ class FollowLoop:
         checkpoint: Callable[[], object],
         waker: Waker | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.follower = follower
         self.pipeline = pipeline
@@ -61,7 +60,6 @@ class FollowLoop:
         self.waker = waker if waker is not None else Waker()
         self._checkpoint = checkpoint
         self._clock = clock
-        self._sleep = sleep
         self._stopping = threading.Event()
         self.timers = Timers(last_loop=clock())
 
@@ -138,6 +136,8 @@ class FollowLoop:
         if self.waker.wake_on_writes(not busy) or self._stopping.is_set():
             return  # a write may have come while wake-ups on writes were off: look once more first
         if busy:
-            self._sleep(self.settings.busy_poll_seconds)  # writes do not wake us now: nothing to wait for
+            # Writes do not wake us now, but a file created or renamed does: at 0.5 s a file that
+            # logrotate creates and renames away in between would otherwise be found by no pass.
+            self.waker.wait(self.settings.busy_poll_seconds)
         else:
             self.waker.wait(self.settings.poll_interval_seconds)
