@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,14 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from scrape_storm import free_port, wait_ready  # noqa: E402  (a sibling script)
+
 LINE = (
     "{stamp} | backend.tradingagents_server | ERROR    | tradingagents_server:analysis_worker:2552 | MongoDB操作超时\n"
 )
 COUNTER = 'tradingagents_log_events_total{rule="mongodb_operation_timeout",severity="error"}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> float:
@@ -82,16 +79,8 @@ def main() -> int:
         command += ["--listen", f"127.0.0.1:{port}", "--state-dir", str(workdir / "state")]
         sidecar = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    scrape(port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or sidecar.poll() is not None:
-                        print("the sidecar did not start", file=sys.stderr)
-                        return 2
-                    time.sleep(0.05)
+            if not wait_ready(port, sidecar):
+                return 2
             cpu_before = cpu_seconds(sidecar.pid)
             missed, latencies = [], []
             for written in range(1, args.rounds + 1):

@@ -54,6 +54,20 @@ def threads_of(pid: int) -> int:
     )
 
 
+def wait_ready(port: int, sidecar: subprocess.Popen, timeout: float = 30) -> bool:
+    """Until the sidecar answers /readyz; False (said) if it exits or takes longer than `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or sidecar.poll() is not None:
+                print("the sidecar did not start", file=sys.stderr)
+                return False
+            time.sleep(0.05)
+
+
 def quantile(times: list[float], q: float) -> float:
     return times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
 
@@ -102,16 +116,8 @@ def main() -> int:
         )  # fmt: skip
         idle: list[socket.socket] = []
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or sidecar.poll() is not None:
-                        print("the sidecar did not start", file=sys.stderr)
-                        return 2
-                    time.sleep(0.05)
+            if not wait_ready(port, sidecar):
+                return 2
             overflows = listen_overflows()
             print(f"{args.clients} concurrent scrapes x {args.rounds} rounds on 127.0.0.1:{port}")
             for round_number in range(args.rounds):
