@@ -72,6 +72,7 @@ REASONS = (
     "evicted",  # closed to make room for a new connection
     "over_capacity",  # refused: max_connections open, all being answered
     "auth_busy",  # too many password checks waiting (503)
+    "accept_failed",  # the kernel's accept failed (out of file descriptors): retried every 0.1 s
 )
 MAX_TARGET_BYTES = 8192  # of a request's path and query (414 beyond)
 LINGER_SECONDS, LINGER_BYTES = 2.0, 1024 * 1024  # read and dropped after a refusal, at most
@@ -167,6 +168,7 @@ class MetricsServer:
             try:
                 connection, _ = await self._loop.sock_accept(self._socket)
             except OSError as exc:  # out of descriptors, say: the kernel keeps the rest waiting
+                self.errors["accept_failed"] += 1  # counted, not logged: it repeats every 0.1 s
                 log.debug("endpoint: accept failed: %r", exc)
                 await asyncio.sleep(0.1)
                 continue
