@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 
 from monitor.follow.fs import FileSystem
-from monitor.follow.identity import COMPRESSED_SUFFIXES, siblings
+from monitor.follow.identity import COMPRESSED_SUFFIXES, sibling_entries
 from monitor.follow.items import StreamSpec
 from monitor.follow.stats import StreamStats
 from monitor.follow.watch import existing_ancestor
@@ -43,6 +43,7 @@ class Discovery:
         self._stats = stats
         self._limit = max_files_per_stream
         self.reported = Reported()
+        self._sibling_listing: dict[str, int] = {}
 
     def expand(self, stream: StreamSpec) -> list[tuple[str, os.stat_result]]:
         """At most `max_files_per_stream` files (in name order) with their stat, whatever the glob
@@ -71,12 +72,25 @@ class Discovery:
 
     def rotated_siblings(self, stream: StreamSpec) -> list[str]:
         """Files beside a stream's (non-glob) paths under a rotated name (`app.log.1`, `app.log-20251022`)."""
+        return sorted(e.path for e in self._sibling_entries(stream))
+
+    def siblings_changed(self, stream: StreamSpec) -> bool:
+        """Has a file beside the stream's paths appeared, been renamed or gone since the last call?
+        (False on the first.) A copy made by copytruncate of a file nothing was read of is found
+        only so: nothing in the truncated file tells of it. Costs one directory listing; what is
+        kept is one hash per stream, however many files the directory holds."""
+        listing = hash(frozenset((e.name, e.inode()) for e in self._sibling_entries(stream)))
+        before = self._sibling_listing.get(stream.name)
+        self._sibling_listing[stream.name] = listing
+        return before is not None and before != listing
+
+    def _sibling_entries(self, stream: StreamSpec) -> list[os.DirEntry]:
         found = []
         for pattern in stream.paths:
             base = os.path.basename(pattern)
             if glob.has_magic(base):
                 continue  # a glob already matches the rotated names it wants
-            found += [p for p in siblings(pattern, self._fs) if os.path.basename(p).startswith(base)]
+            found += [e for e in sibling_entries(pattern, self._fs) if e.name.startswith(base)]
         return found
 
     def problem(self, stream: str, key: str, message: str, *args: object) -> None:

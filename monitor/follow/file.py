@@ -61,6 +61,8 @@ class FollowedFile:
     # than what was read of a file it starts like): not read until the follower decides what it is.
     undecided: bool = False
     head_key: bytes = b""  # its first MIN_COPY_FINGERPRINT bytes, once it has them: the table's index
+    # While the fingerprint is short (a young file): the file's first bytes as fingerprinted and read.
+    young_head: bytes = b""
 
     # -- decisions -------------------------------------------------------------------
 
@@ -110,12 +112,14 @@ class FollowedFile:
             data = os.pread(self.handle.fileno(), want, self.offset)
             if not data:
                 break
+            if self.identity.fp_len < FINGERPRINT_BYTES:
+                self._keep_head(self.offset, data)
             self.offset += len(data)
             budget -= len(data)
             self.tail = (self.tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
             yield data
-        if self.identity.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
-            self._head_holds()
+        if self.identity.fp_len < len(self.young_head):  # a young file: its fingerprint grows with it
+            self._fingerprint(self.young_head)
 
     def start_over(self, serial: int) -> None:
         """Truncated: read the same file (by its handle) again from 0, as a new serial."""
@@ -123,6 +127,7 @@ class FollowedFile:
         head = os.pread(self.handle.fileno(), FINGERPRINT_BYTES, 0)
         self.identity = Identity(self.identity.dev, self.identity.ino, len(head), digest(head))
         self.head_key = head[:MIN_COPY_FINGERPRINT] if len(head) >= MIN_COPY_FINGERPRINT else b""
+        self.young_head = head if len(head) < FINGERPRINT_BYTES else b""
         self.offset, self.tail, self.last_size, self.last_mtime = 0, b"", 0, 0
 
     def remember_tail(self) -> None:
@@ -151,6 +156,21 @@ class FollowedFile:
         self.head_checked = now
         return self._head_holds()
 
+    def _keep_head(self, at: int, data: bytes) -> None:
+        """The first bytes, from what is read at `at`. A young file's fingerprint grows from the bytes
+        read, not from a second read after them: copytruncate can truncate the file in between, and
+        a file read but not fingerprinted would not be known in its copy (read again, whole)."""
+        if at <= len(self.young_head):
+            self.young_head = (self.young_head[:at] + data[: FINGERPRINT_BYTES - at])[:FINGERPRINT_BYTES]
+
+    def _fingerprint(self, head: bytes) -> None:
+        identity = self.identity
+        self.identity = Identity(identity.dev, identity.ino, len(head), digest(head))
+        if not self.head_key and len(head) >= MIN_COPY_FINGERPRINT:
+            self.head_key = head[:MIN_COPY_FINGERPRINT]
+        if len(head) >= FINGERPRINT_BYTES:
+            self.young_head = b""  # grown up: the fingerprint is whole
+
     def _head_holds(self) -> bool:
         """Does the file still start with the fingerprinted bytes? Extends a short fingerprint."""
         head = os.pread(self.handle.fileno(), FINGERPRINT_BYTES, 0)
@@ -158,7 +178,5 @@ class FollowedFile:
         if not matches(head, identity):
             return False
         if identity.fp_len < FINGERPRINT_BYTES and len(head) > identity.fp_len:
-            self.identity = Identity(identity.dev, identity.ino, len(head), digest(head))
-            if not self.head_key and len(head) >= MIN_COPY_FINGERPRINT:
-                self.head_key = head[:MIN_COPY_FINGERPRINT]
+            self._fingerprint(head)
         return True

@@ -77,12 +77,20 @@ class Follower:
     def poll(self, resolve: bool = True) -> Iterator[Item]:
         """One pass over every stream; `resolve` re-expands the paths (new, renamed, deleted files)."""
         self.busy = False
+        # The files followed already are looked at first: a truncation is seen, and what the file
+        # holds since read, before a file found by the listing is judged a copy of it or new.
+        looked = list(self._files)
+        for followed in looked:
+            yield from self._examine(followed)
         if resolve or not self.resolved:
-            started = self._clock()
+            started, generation = self._clock(), self.generation
             self._resolve()
             self.last_resolve_seconds = self._clock() - started
-        for followed in self._files:
-            yield from self._examine(followed)
+            if self.generation != generation:  # files opened (or moved): read the new ones now
+                before = set(looked)
+                for followed in self._files:
+                    if followed not in before:
+                        yield from self._examine(followed)
 
     def positions(self) -> list[tuple[int, Position]]:
         """(serial, position) of every followed file, and of every checkpointed file still waited
@@ -187,7 +195,8 @@ class Follower:
                     rotated = True
                     if self._files.left(followed):
                         self.stats[stream.name].rotations += 1
-            if rotated or self._catch_up_due:
+            appeared = self._discovery.siblings_changed(stream)  # every resolve: it keeps the last listing
+            if rotated or self._catch_up_due or appeared:
                 self._catch_up(stream)
             elif not self.resolved:  # the first start: what lies beside the paths was there before us
                 for sibling in self._discovery.rotated_siblings(stream):
@@ -211,7 +220,7 @@ class Follower:
         found: list[str] = []
 
         def start_at(st: os.stat_result, head: bytes, handle: BinaryIO) -> int | None:
-            found.append(self._files.copy_verdict(handle, st, head, stream, path))
+            found.append(self._copy_verdict(handle, st, head, stream, path))
             if found[-1] == "copy":
                 return None
             return st.st_size if at_end else 0
@@ -224,25 +233,36 @@ class Follower:
     def _catch_up(self, stream: StreamSpec) -> None:
         """Rotations faster than our passes: files that were created, written and rotated away
         between two looks. They sit beside the stream's paths under a rotated name, neither
-        followed nor known: read them whole. What is left unread becomes known."""
+        followed nor known: read them whole. What is left unread becomes known, unless it is a
+        copy: its lines are read (or were) from its original, and the self-audit, which reads
+        every known file again, would count them twice."""
         since = self._catch_up_since
+        copies: list[str] = []
 
-        def start_at(st: os.stat_result, head: bytes, _handle: BinaryIO) -> int | None:
-            # When in doubt (it starts like a file we follow or followed), it may be a copy: leave it.
-            if not head or self._files.read_before(head, stream.name):
-                return None
-            if since is not None and st.st_mtime < since:
-                return None  # a checkpoint without the list of known files: the clock decides, once
-            return 0
+        def start_at_for(path: str) -> StartAt:
+            def start_at(st: os.stat_result, head: bytes, handle: BinaryIO) -> int | None:
+                if not head:
+                    return None
+                if (
+                    self._files.read_before(head, stream.name)
+                    or self._copy_verdict(handle, st, head, stream.name, path) != "new"
+                ):
+                    copies.append(path)  # a copy, maybe one still being made: its original has the lines
+                    return None
+                if since is not None and st.st_mtime < since:
+                    return None  # a checkpoint without the list of known files: the clock decides, once
+                return 0
+
+            return start_at
 
         for sibling in self._discovery.rotated_siblings(stream):
-            opened = self._open(stream.name, sibling, start_at)
+            opened = self._open(stream.name, sibling, start_at_for(sibling))
             if opened is not None and opened.outcome == "opened":
                 missed = opened.followed
                 log.info("stream %s: %s was rotated before it could be followed; reading it", stream.name, sibling)
                 missed.rotated, missed.first_path = True, ""
                 self.stats[stream.name].rotations += 1  # it was rotated away unseen
-            elif opened is not None and opened.outcome == "declined":
+            elif opened is not None and opened.outcome == "declined" and sibling not in copies:
                 self._files.note_present(stream.name, sibling)
 
     def _open(self, stream: str, path: str, start_at: StartAt) -> Opened | None:
@@ -308,8 +328,18 @@ class Follower:
         pass, nothing read), or a file of its own (read from where it was opened)."""
         handle = followed.handle
         head = os.pread(handle.fileno(), FINGERPRINT_BYTES, 0)
-        found = self._files.copy_verdict(handle, os.fstat(handle.fileno()), head, followed.stream, followed.path)
+        found = self._copy_verdict(handle, os.fstat(handle.fileno()), head, followed.stream, followed.path)
         followed.undecided = found == "maybe"
+        return found
+
+    def _copy_verdict(self, handle: BinaryIO, st: os.stat_result, head: bytes, stream: str, path: str) -> str:
+        """The table's verdict; and a file that starts like what a followed file nothing was read of
+        holds now may still be a copy of it (a copy made before our first look at the original).
+        Not on the first start: every file there then is read as it is, and start-up must not
+        compare each with the others."""
+        found = self._files.copy_verdict(handle, st, head, stream, path)
+        if found == "new" and self.resolved and self._files.copies_unread(st, head, stream, path):
+            return "maybe"
         return found
 
     def _read(self, followed: FollowedFile, size: int, serial: int) -> Iterator[Data]:

@@ -61,16 +61,21 @@ def read_head(path: str, fs: FileSystem = REAL) -> bytes | None:
 
 def siblings(path: str, fs: FileSystem = REAL) -> list[str]:
     """Other uncompressed regular files in the same directory: where rotation puts a file."""
+    return sorted(e.path for e in sibling_entries(path, fs))
+
+
+def sibling_entries(path: str, fs: FileSystem = REAL) -> list[os.DirEntry]:
+    """`siblings` as directory entries (name and inode without a stat)."""
     directory = os.path.dirname(path) or "."
     try:
         entries = list(fs.scandir(directory))
     except OSError:
         return []
-    return sorted(
-        e.path
+    return [
+        e
         for e in entries
         if e.path != path and not e.name.endswith(COMPRESSED_SUFFIXES) and e.is_file(follow_symlinks=False)
-    )
+    ]
 
 
 def holds_what_was_read(path: str, identity: Identity, offset: int, tail: bytes, fs: FileSystem = REAL) -> bool:

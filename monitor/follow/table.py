@@ -29,6 +29,8 @@ class OutOfDescriptorsError(OSError):
     """Opening one more file would leave too few descriptors for the rest of the process."""
 
 
+UNREAD_COMPARED = 16  # unread followed files a new file is compared with (the newest): see copies_unread
+
 # Given the opened file's stat and first bytes: the offset to read from, or None to leave it.
 StartAt = Callable[[os.stat_result, bytes, BinaryIO], int | None]
 
@@ -59,6 +61,9 @@ class FileTable:
         # of each other. A file shorter than that at open is indexed once it has them (`index_grown`).
         self._by_head: dict[bytes, dict[FollowedFile, None]] = {}
         self._unindexed: dict[FollowedFile, None] = {}
+        # Followed files nothing was read of yet (opened or truncated at offset 0), newest last: a
+        # file that starts like what one of them holds now may be a copy of lines it will yield.
+        self._unread: dict[FollowedFile, None] = {}
         # Checkpointed files that exist but cannot be opened yet (permissions): their positions are
         # kept, saved, and taken up by whoever opens the file first, so it is never read from 0.
         self._waiting: dict[tuple[int, int], Position] = {}
@@ -127,9 +132,13 @@ class FileTable:
         followed.remember_tail()
         if len(head) >= MIN_COPY_FINGERPRINT:
             followed.head_key = head[:MIN_COPY_FINGERPRINT]
+        if len(head) < FINGERPRINT_BYTES:
+            followed.young_head = head
         self._by_serial[followed.serial] = followed
         self._by_inode[(identity.dev, identity.ino)] = followed
         self._index(followed)
+        if not offset:
+            self._unread[followed] = None
         self.generation += 1
         return Opened("opened", followed)
 
@@ -142,11 +151,13 @@ class FileTable:
         followed.start_over(self._serial)
         self._by_serial[followed.serial] = followed
         self._index(followed)
+        self._unread[followed] = None
         self.generation += 1
 
     def remove(self, followed: FollowedFile) -> None:
         self._remember(followed)
         self._unindex(followed)
+        self._unread.pop(followed, None)
         self.generation += 1
         self._by_serial.pop(followed.serial, None)
         key = (followed.identity.dev, followed.identity.ino)
@@ -185,6 +196,34 @@ class FileTable:
         if found == "new" and self._known.holds_only_read(head, st.st_size):
             return "copy"
         return found
+
+    def copies_unread(self, st: os.stat_result, head: bytes, stream: str, path: str) -> bool:
+        """Does the file (`st`, first bytes `head`, found at `path`) start like what a followed file
+        of `stream` that nothing was read of holds now? Then it may be a copy of lines that file
+        will yield (logrotate's `copy`, or a copytruncate that copied it before our first look).
+        Compared with the file's bytes now: its fingerprint was taken when it was empty. The file
+        that follows another under its name is not its copy. At most the newest UNREAD_COMPARED
+        such files are compared, so many empty files cost no more than a few."""
+        if not head:
+            return False
+        compared, done = 0, []
+        for followed in reversed(self._unread):
+            if followed.offset:
+                done.append(followed)  # read since: its lines are known the usual way
+                continue
+            if compared == UNREAD_COMPARED:
+                break
+            compared += 1
+            same_file = (followed.identity.dev, followed.identity.ino) == (st.st_dev, st.st_ino)
+            if followed.stream != stream or same_file or path in (followed.path, followed.first_path):
+                continue
+            now = os.pread(followed.handle.fileno(), len(head), 0)
+            alike = min(len(now), len(head))
+            if alike and now[:alike] == head[:alike]:
+                return True
+        for followed in done:
+            del self._unread[followed]
+        return False
 
     def alike(self, head: bytes, stream: str) -> list[FollowedFile]:
         """Followed files of `stream` whose first bytes are those of `head` (copies' possible sources)."""

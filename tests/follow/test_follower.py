@@ -42,10 +42,11 @@ class Reader:
         self.lines: list[bytes] = []
         self.ends: list[str] = []
 
-    def step(self, resolve: bool = True) -> Reader:
+    def step(self, resolve: bool = True, on_data=lambda _item: None) -> Reader:
         for item in self.follower.poll(resolve=resolve):
             framer = self.framers.setdefault(item.file, LineFramer())
             if isinstance(item, Data):
+                on_data(item)
                 blocks = framer.feed(item.data)
             else:
                 blocks = framer.flush()
@@ -412,6 +413,90 @@ def test_logrotate_copytruncate_with_a_glob_matching_the_copy(tmp_path):
     assert reader.drain().numbers() == list(range(n))
 
 
+def copytruncate_by_hand(log: Path, between=lambda: None) -> None:
+    """logrotate's copytruncate, step by step: app.log.1 -> app.log.2, copy app.log to app.log.1 in
+    two chunks (`between` runs between them), truncate app.log."""
+    older = log.with_name(log.name + ".1")
+    if older.exists():
+        older.rename(log.with_name(log.name + ".2"))
+    copy_in_chunks(log, older, 2, between)
+    os.truncate(log, 0)
+
+
+def test_a_file_copytruncated_before_any_of_it_was_read_is_read_from_the_copy(tmp_path):
+    """A lazy loop's blind spot, found with real logrotate: the new app.log a `create` rotation
+    made is followed while still empty, then written, copied and truncated between two looks.
+    Nothing was read of it, so nothing in it tells of the truncation: the copy, a file that
+    appeared beside the path, holds its lines and is read whole."""
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    n = write(log, 0, 10)
+    reader.step()
+    log.rename(tmp_path / "app.log.1")
+    log.touch()
+    reader.step()  # the new app.log is followed, empty
+    n = write(log, n, 20)
+    copytruncate_by_hand(log)
+    n = write(log, n, 5)  # written after the truncation
+    assert reader.drain().numbers() == list(range(n))
+
+
+def test_a_pass_during_the_copy_of_an_unread_file_reads_each_line_once(tmp_path):
+    """The same, with a pass between two chunks of the copy, while app.log still holds every line
+    and app.log.1 a part of them: the part is a copy of lines app.log will yield, not new lines."""
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    log.rename(tmp_path / "app.log.1")
+    log.touch()
+    reader.step()
+    n = write(log, 0, 40)
+    copytruncate_by_hand(log, between=reader.step)
+    n = write(log, n, 5)
+    assert reader.drain().numbers() == list(range(n))
+
+
+def test_a_truncation_right_after_our_read_still_leaves_the_file_known_in_its_copy(tmp_path):
+    """Found with real logrotate and a lazy loop: copytruncate truncated a young file (followed
+    while empty) just after a pass read it and before the pass took its fingerprint from the
+    file again, so it kept none and its copy was read whole as new: every line twice. The
+    fingerprint is now taken from the bytes read."""
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    log.rename(tmp_path / "app.log.1")
+    log.touch()
+    reader.step()  # the new app.log is followed, empty
+    n = write(log, 0, 40)
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    shutil.copyfile(log, tmp_path / "app.log.1")  # copytruncate's copy ...
+    truncated = []
+
+    def truncate_once(_item) -> None:  # ... and its truncation, while the pass reads the original
+        if not truncated:
+            os.truncate(log, 0)
+            truncated.append(True)
+
+    reader.step(on_data=truncate_once)
+    assert truncated
+    n = write(log, n, 5)
+    assert reader.drain().numbers() == list(range(n))
+    assert reader.follower.stats["app"].truncations == 1
+
+
+def test_a_copy_of_an_unread_file_that_is_not_truncated_is_not_read_twice(tmp_path):
+    """logrotate's `copy` (no truncation), or `cp app.log backup`, of a file nothing was read of yet:
+    the lines are read once, from the file itself."""
+    log = tmp_path / "app.log"
+    log.touch()
+    reader = Reader(follower_for(log)).step()
+    n = write(log, 0, 30)
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    n = write(log, n, 5)
+    assert reader.drain().numbers() == list(range(n))
+
+
 def test_a_copy_still_being_written_is_not_taken_for_a_new_file(tmp_path):
     """copytruncate with a glob that names the copy: logrotate fills app.log.1 in chunks, then
     truncates app.log. A pass between two chunks sees a copy shorter than what was read of the
@@ -705,8 +790,9 @@ PROPERTY_SETTINGS = settings(
 def test_every_line_is_read_exactly_once_whatever_the_rotations(operations):
     """The model: every numbered line written is read once. Two things no follower can do are
     left out: a file deleted before anyone looked at it (the follower holds looked-at files
-    open), and lines of a file copytruncated before 64 bytes of it were read (too little to
-    recognise its copy by); the writer waits while the copy is made, as logrotate requires."""
+    open), and lines of a file copytruncated when 1 to 63 bytes of it were read (too little to
+    recognise its copy by; with nothing read, the copy is new to us and read whole); the writer
+    waits while the copy is made, as logrotate requires."""
     run_rotation_model(operations, glob=False)
 
 
@@ -769,7 +855,7 @@ def run_rotation_model(operations: list[tuple[str, int]], glob: bool) -> None:
             elif operation == "copytruncate":
                 while glob and log.stat().st_size < 64:  # a shorter copy cannot be told from a new file
                     n = write(log, n, 1)
-                if read_of_current < 64:
+                if 0 < read_of_current < 64:  # nothing read at all is fine: the copy is then read whole
                     look()
                 shift()
                 copy_in_chunks(log, directory / "app.log.1", max(count, 1), between=reader.step)
