@@ -52,7 +52,7 @@ POOL_SIZE = 20_000
 MAX_NOISE_LINE_BYTES = 600  # leaves out the multi-KB raw LLM responses: lines of ~165 B on average
 SETTLE_SECONDS = 1.0  # after the writer stops, before the cost phase's CPU reading: both tools catch up
 CATCH_UP_TIMEOUT = 15.0
-GOAL_P99_MS, GOAL_CPU_PERCENT_AT_1MBS, GOAL_RSS_MB = 20.0, 1.0, 50.0
+GOAL_P99_MS, GOAL_CPU_RATIO, GOAL_RSS_MB = 20.0, 0.1, 45.0  # p99: only the >20ms column
 EXIT_OK, EXIT_SIDECAR_MISMATCH, EXIT_TOOL_FAILED = 0, 1, 2
 TICK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
@@ -596,24 +596,23 @@ def _ratio(a: float, b: float) -> str:
 
 
 def print_goals(results: list[RateResult]) -> None:
-    rows = [(r, r.tools["sidecar"]) for r in results if "sidecar" in r.tools]
+    """The issue's goals: follow CPU <= 0.1x mtail's at every rate (a scrape reads what was appended
+    first, so latency is no goal any more: see bench/scrape_consistency.py), RSS <= 45 MB (no MongoDB URL)."""
+    rows = [r for r in results if "sidecar" in r.tools and "mtail" in r.tools]
     if not rows:
         return
-    # CPU at 1 MB/s: the phase nearest 1 MB/s, scaled linearly (overestimates a little below 1 MB/s,
-    # as part of the cost is fixed).
-    near, phase = min(rows, key=lambda rp: abs(rp[0].cost_written.mb_per_s - 1.0))
-    mbs = near.cost_written.mb_per_s
-    p99 = max(percentile(p.latencies_ms, 99) for _, p in rows)
-    cpu = phase.cpu_percent / mbs
-    rss = max(p.rss_mb for _, p in rows)
+    ratios = [
+        r.tools["sidecar"].cpu_percent / r.tools["mtail"].cpu_percent for r in rows if r.tools["mtail"].cpu_percent
+    ]
+    worst = max(ratios, default=float("nan"))
+    rss = max(r.tools["sidecar"].rss_mb for r in rows)
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    print(f"\nGoals (sidecar): p99 <= {GOAL_P99_MS:.0f} ms: worst p99 {p99:.1f} ms, {verdict(p99 <= GOAL_P99_MS)}; "
-          f"<= {GOAL_CPU_PERCENT_AT_1MBS:.0f}% of a core at 1 MB/s: {phase.cpu_percent:.2f}% at {mbs:.2f} MB/s "
-          f"= {cpu:.2f}% per MB/s, {verdict(cpu <= GOAL_CPU_PERCENT_AT_1MBS)}; "
-          f"RSS <= {GOAL_RSS_MB:.0f} MB: {rss:.1f} MB, {verdict(rss <= GOAL_RSS_MB)}")  # fmt: skip
+    cpu_ok = verdict(worst <= GOAL_CPU_RATIO)
+    print(f"\nGoals (sidecar): CPU <= {GOAL_CPU_RATIO}x mtail's: worst {worst:.2f}x, {cpu_ok}; "
+          f"RSS <= {GOAL_RSS_MB:.0f} MB (no MongoDB URL): {rss:.1f} MB, {verdict(rss <= GOAL_RSS_MB)}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def main() -> int:
         config = workdir / "config.yaml"
         text = (REPO / "config.yaml").read_text(encoding="utf-8")
         if args.busy_poll is not None:
-            text = text.replace("busy_poll_seconds: 0.01 ", f"busy_poll_seconds: {args.busy_poll} ")
+            text = re.sub(r"busy_poll_seconds: [0-9.]+", f"busy_poll_seconds: {args.busy_poll}", text)
         config.write_text(text, encoding="utf-8")
         log = workdir / "tradingagents.log"
         log.touch()

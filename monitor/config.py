@@ -157,7 +157,7 @@ class Source(_Model):
 class FollowConfig(_Model):
     start_at: Literal["end", "beginning"] = "end"  # first start ever, without a state file
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)  # safety net when inotify is silent
-    busy_poll_seconds: float = Field(default=0.01, gt=0, le=1)  # while lines keep coming (a scrape reads first)
+    busy_poll_seconds: float = Field(default=0.5, gt=0, le=1)  # while lines keep coming (a scrape reads first)
     partial_line_flush_seconds: float = Field(default=5.0, gt=0)
     # A server that ignores the reopen signal may write into a rotated file for hours, quiet at night:
     # such files stay followed until deleted (compressed away) or idle this long.

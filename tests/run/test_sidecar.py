@@ -552,9 +552,9 @@ def test_a_scrape_sees_every_line_written_before_it_was_sent_through_rotations(t
     from datetime import datetime
 
     text = (REPO / "config.yaml").read_text(encoding="utf-8")
-    assert "busy_poll_seconds: 0.01 " in text
+    assert "busy_poll_seconds: 0.5 " in text
     config = tmp_path / "lazy.yaml"
-    config.write_text(text.replace("busy_poll_seconds: 0.01 ", "busy_poll_seconds: 1    "), encoding="utf-8")
+    config.write_text(text.replace("busy_poll_seconds: 0.5 ", "busy_poll_seconds: 1   "), encoding="utf-8")
     log = tmp_path / "tradingagents.log"
     log.touch()
     sidecar = sidecars(tmp_path, "--log", str(log), config=config).start()
