@@ -191,7 +191,7 @@ def _findings(results: VerifyResults) -> list[list[Any]]:
         rows.append(
             [
                 f.analysis_id,
-                span.verdict if span else finding_verdict(f, f.analysis_id in repairs),
+                span.verdict if span else finding_verdict(f, f.analysis_id in repairs if results.plan else None),
                 span.symbol if span else "",
                 span.start if span else None,
                 f.outcome,

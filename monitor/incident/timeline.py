@@ -9,7 +9,8 @@ page says so (counting those analyses would take the memory the bound saves).
 
 The verdict of an analysis comes from what `verify` decided, never from a second look:
 - a finding the repair plan repairs: `lost` (repairable now); one whose document holds another
-  final status: `mismatch`; any other finding: `unrepairable` (the plan says why);
+  final status: `mismatch`; any other finding: `unrepairable` (the plan says why), or `lost`
+  when there is no plan (an input failed: nothing is known to be unrepairable);
 - no finding: `unsuccessful` when its last run's end lines imply `failed` (no alarm), `persisted`
   when they imply anything else, `running` when its last start line has no claim after it.
 
@@ -125,7 +126,7 @@ class TimelineBook:
     def spans(self, findings: Sequence[Finding], plan: Mapping[str, Any] | None) -> list[Span]:
         """Every analysis, in the order first read, with verify's verdict."""
         found = {f.analysis_id: f for f in findings}
-        repaired = {r["analysis_id"] for r in (plan or {}).get("repairs", ())}
+        repaired = None if plan is None else {r["analysis_id"] for r in plan.get("repairs", ())}
         names = {bit: name for name, bit in self._claim_bits.items()}
         symbols = {index: symbol for symbol, index in self._symbols.items()}
         spans = []
@@ -133,7 +134,8 @@ class TimelineBook:
             start, end = self._start[index], self._end[index]
             claims = tuple(name for bit, name in names.items() if self._bits[index] & bit)
             finding = found.get(analysis_id)
-            verdict, document = _verdict(finding, analysis_id in repaired, self._ended[index], bool(claims))
+            repairable = None if repaired is None else analysis_id in repaired
+            verdict, document = _verdict(finding, repairable, self._ended[index], bool(claims))
             spans.append(
                 Span(
                     analysis_id,
@@ -148,7 +150,7 @@ class TimelineBook:
         return spans
 
 
-def _verdict(finding: Finding | None, repairable: bool, ended: int, claimed: bool) -> tuple[str, str]:
+def _verdict(finding: Finding | None, repairable: bool | None, ended: int, claimed: bool) -> tuple[str, str]:
     """(verdict, what MongoDB holds as far as verify knows)."""
     if finding is not None:
         return finding_verdict(finding, repairable), holds(finding)
@@ -159,14 +161,15 @@ def _verdict(finding: Finding | None, repairable: bool, ended: int, claimed: boo
     return "persisted", "the status every claim expects (confirmed)"
 
 
-def finding_verdict(finding: Finding, repairable: bool) -> str:
-    """`lost` (the plan repairs it), `mismatch` (MongoDB holds another final status) or `unrepairable`."""
+def finding_verdict(finding: Finding, repairable: bool | None) -> str:
+    """`lost` (the plan repairs it, or there is no plan: None), `mismatch` (MongoDB holds another
+    final status) or `unrepairable` (the plan says why)."""
     if repairable:
         return "lost"
     status = (finding.mongo or {}).get("status")
     if finding.outcome == "status_mismatch" and status not in (None, "pending"):
         return "mismatch"
-    return "unrepairable"
+    return "lost" if repairable is None else "unrepairable"
 
 
 def holds(finding: Finding) -> str:

@@ -134,3 +134,20 @@ def test_an_unwritable_report_path_exits_2_before_reading(tmp_path, mongo):
         assert result.returncode == 2
         assert said in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+def test_a_failed_input_is_listed_in_red_and_no_plan_is_guessed(tmp_path, mongo):
+    url, name, db = mongo
+    lost = str(db.analyses.insert_one({"status": "pending"}).inserted_id)
+    log = tmp_path / "tradingagents.log"
+    log.write_text(line(0, 0, f"✅ 分析完成状态已更新到数据库: {lost}"), encoding="utf-8")
+    page, absent = tmp_path / "incident.html", tmp_path / "tradingagents.log.1"
+    flags = ("--mongo-url", url, "--mongo-db", name, "--report", str(page))
+    result = run_monitor("verify", str(log), str(absent), *flags)
+    assert result.returncode == 2
+    html = page.read_text(encoding="utf-8")
+    assert f'<li class="failed">{absent}: no such file</li>' in html
+    data = json.loads(html.split('id="report-data">')[1].split("</script>")[0])
+    (row,) = data["findings"]
+    assert (row[0], row[1]) == (lost, "lost")
+    assert row[8] == "no repair plan: 1 input(s) failed; fix them and run verify again"

@@ -61,6 +61,13 @@ def test_each_analysis_gets_the_verdict_verify_decided():
     assert (book.first_time, book.last_time) == (100.0, 105.0)  # the events' own times; claims come from them
 
 
+def test_without_a_plan_a_lost_status_is_lost_not_unrepairable():
+    book = TimelineBook(CONFIG)
+    book.take([], [claim("a" * 24, 10.0), claim("b" * 24, 11.0)])
+    findings = [finding("a" * 24, "status_mismatch", "pending"), finding("b" * 24, "status_mismatch", "failed")]
+    assert [s.verdict for s in book.spans(findings, None)] == ["lost", "mismatch"]
+
+
 def test_a_start_line_after_the_claims_begins_a_new_run_whatever_the_file_order():
     book = TimelineBook(CONFIG)
     analysis = "a" * 24
