@@ -129,10 +129,11 @@ class TimelineBook:
         repaired = None if plan is None else {r["analysis_id"] for r in plan.get("repairs", ())}
         names = {bit: name for name, bit in self._claim_bits.items()}
         symbols = {index: symbol for symbol, index in self._symbols.items()}
+        tuples: dict[int, tuple[str, ...]] = {}  # one tuple per set of claims: a few, shared by all spans
         spans = []
         for analysis_id, index in self._index.items():
-            start, end = self._start[index], self._end[index]
-            claims = tuple(name for bit, name in names.items() if self._bits[index] & bit)
+            start, end, bits = self._start[index], self._end[index], self._bits[index]
+            claims = tuples.get(bits) or tuples.setdefault(bits, tuple(n for b, n in names.items() if bits & b))
             finding = found.get(analysis_id)
             repairable = None if repaired is None else analysis_id in repaired
             verdict, document = _verdict(finding, repairable, self._ended[index], bool(claims))
