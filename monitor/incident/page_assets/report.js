@@ -163,12 +163,20 @@
     const sums = {};
     let top = 1;
     for (const c of S.classes) for (const n of S.counts[c]) if (n > top) top = n;
-    const y = (n) => height - 2 - (n / top) * (height - 12);
-    const label = svgEl("text", { x: 4, y: 10 }, svg);
+    // One labelled strip per alert above the lines, and a faint shade below: spikes of several
+    // alerts at once stay told apart.
+    const kinds = [...new Set(S.spikes.map((s) => s[0]))];
+    const margin = 14 + kinds.length * 13;
+    const y = (n) => height - 2 - (n / top) * (height - margin);
+    const label = svgEl("text", { x: 4, y: margin - 2 }, svg);
     label.textContent = `${top}/min`;
     for (const [alert, title, first, last] of S.spikes) {
-      const band = svgEl("rect", { class: "spike", x: x(first * 60), y: 0, width: Math.max(2, x((last + 1) * 60) - x(first * 60)), height }, svg);
-      tip(band, `${title} (${alert}): ${clock(first * 60)} to ${clock((last + 1) * 60)}`);
+      const left = x(first * 60), width = Math.max(2, x((last + 1) * 60) - left), row = kinds.indexOf(alert);
+      const span = `${title} (${alert}): ${clock(first * 60)} to ${clock((last + 1) * 60)}`;
+      tip(svgEl("rect", { class: "spike", x: left, y: 0, width, height }, svg), span);
+      tip(svgEl("rect", { class: "spike-strip", x: left, y: row * 13, width, height: 11 }, svg), span);
+      const name = svgEl("text", { class: "spike-label", x: left + 3, y: row * 13 + 9 }, svg);
+      name.textContent = title;
     }
     for (const c of S.classes) {
       const values = S.counts[c];
