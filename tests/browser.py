@@ -73,7 +73,7 @@ class Chromium:
         self.executable = executable
         self.prefix = _isolated()
 
-    def load(self, page: Path, timeout: float = 60) -> Loaded:
+    def load(self, page: Path, fragment: str = "", timeout: float = 60) -> Loaded:
         with tempfile.TemporaryDirectory(prefix="chromium-") as scratch:
             netlog = Path(scratch) / "net.json"
             command = [
@@ -83,7 +83,7 @@ class Chromium:
                 f"--user-data-dir={scratch}/profile",
                 f"--log-net-log={netlog}",
                 "--dump-dom",
-                page.resolve().as_uri(),
+                page.resolve().as_uri() + (f"#{fragment}" if fragment else ""),
             ]
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
             assert done.returncode == 0, done.stderr[-2000:]

@@ -151,3 +151,14 @@ def test_a_failed_input_is_listed_in_red_and_no_plan_is_guessed(tmp_path, mongo)
     (row,) = data["findings"]
     assert (row[0], row[1]) == (lost, "lost")
     assert row[8] == "no repair plan: 1 input(s) failed; fix them and run verify again"
+
+
+def test_the_findings_open_filtered_and_sorted_as_the_link_says(verified, chromium):
+    _, page, ids, _ = verified
+    unrepairable = chromium.load(page, "verdict=unrepairable&sort=analysis+id").drawn()["findings"]
+    backwards = chromium.load(page, "verdict=unrepairable&sort=analysis+id&desc").drawn()["findings"]
+    assert (unrepairable["rows"], unrepairable["shown"]) == (4, 2)
+    assert set(unrepairable["ids"]) == {ids["missing"], ids["hostile"]}
+    assert backwards["ids"] == unrepairable["ids"][::-1]
+    by_text = chromium.load(page, "filter=sym2").drawn()["findings"]  # any text of the row, any case
+    assert by_text["ids"] == [ids["lost"]]

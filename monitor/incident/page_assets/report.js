@@ -191,7 +191,9 @@
   }
 
   // --- tables: sortable, filterable, drawn a page at a time -------------------------------------
-  function table(title, columns, rows, cell, filters) {
+  // The view (filter, sort) lives in the URL's fragment, e.g. `#verdict=lost&sort=start&desc`: a link
+  // to the page opens the same view. `keys`: the row field each column sorts by.
+  function table(title, columns, keys, rows, cell, filters) {
     section(title);
     const controls = el("div", { class: "controls" });
     const search = el("input", { type: "search", placeholder: "filter: any text in the row", size: "40" });
@@ -217,6 +219,29 @@
     document.body.appendChild(more);
     const text = rows.map((r) => JSON.stringify(r).toLowerCase());
     let order = rows.map((r, i) => i), sortColumn = -1, descending = false, matched = order, limit = 200;
+    const view = new URLSearchParams(location.hash.slice(1));
+    search.value = view.get("filter") || "";
+    if (select && view.has(filters.name)) select.value = view.get(filters.name);
+    function remember() {
+      const state = new URLSearchParams();
+      if (search.value) state.set("filter", search.value);
+      if (select && select.value) state.set(filters.name, select.value);
+      if (sortColumn >= 0) state.set("sort", columns[sortColumn]);
+      if (descending) state.set("desc", "");
+      try { history.replaceState(null, "", "#" + state.toString()); } catch (e) { /* a browser refusing it on file:// */ }
+    }
+    function sortBy(column, desc) {
+      descending = desc;
+      sortColumn = column;
+      const key = (i) => rows[i][keys[column]];
+      order = order.slice().sort((a, b) => {
+        const p = key(a), q = key(b);
+        const r = typeof p === "number" && typeof q === "number" ? p - q : String(p ?? "").localeCompare(String(q ?? ""));
+        return descending ? -r : r;
+      });
+      [...head.children].forEach((th, i) => th.className = i === column ? (descending ? "sorted-desc" : "sorted-asc") : "");
+    }
+    if (columns.includes(view.get("sort"))) sortBy(columns.indexOf(view.get("sort")), view.has("desc"));
     function render() {
       const words = search.value.toLowerCase();
       const wanted = select ? select.value : "";
@@ -228,22 +253,15 @@
     head.addEventListener("click", (e) => {
       const column = [...head.children].indexOf(e.target);
       if (column < 0) return;
-      descending = column === sortColumn ? !descending : false;
-      sortColumn = column;
-      const key = (i) => rows[i][column];
-      order = order.slice().sort((a, b) => {
-        const p = key(a), q = key(b);
-        const r = typeof p === "number" && typeof q === "number" ? p - q : String(p ?? "").localeCompare(String(q ?? ""));
-        return descending ? -r : r;
-      });
-      [...head.children].forEach((th, i) => th.className = i === column ? (descending ? "sorted-desc" : "sorted-asc") : "");
+      sortBy(column, column === sortColumn ? !descending : false);
       render();
+      remember();
     });
-    search.addEventListener("input", () => { limit = 200; render(); });
-    if (select) select.addEventListener("change", () => { limit = 200; render(); });
+    search.addEventListener("input", () => { limit = 200; render(); remember(); });
+    if (select) select.addEventListener("change", () => { limit = 200; render(); remember(); });
     more.addEventListener("click", () => { limit += 500; render(); });
     render();
-    return { rows: rows.length, shown: () => body.children.length };
+    return { rows: rows.length, shown: () => body.children.length, order: () => matched.slice(0, limit) };
   }
 
   function td(text, cls) { return el("td", cls ? { class: cls } : {}, text); }
@@ -254,7 +272,8 @@
   function findings() {
     const verdicts = D.timeline.verdicts.filter((v) => !["persisted", "unsuccessful", "running"].includes(v));
     const columns = ["analysis id", "verdict", "symbol", "start", "outcome", "claims", "MongoDB holds", "evidence lines", "explain", "repair plan"];
-    const result = table("Findings: one row per analysis whose status the logs claim but MongoDB does not hold", columns, D.findings, (f) => {
+    const keys = [0, 1, 2, 3, 4, 5, 6, 7, 0, 8]; // explain sorts by the id
+    const result = table("Findings: one row per analysis whose status the logs claim but MongoDB does not hold", columns, keys, D.findings, (f) => {
       const row = el("tr", {});
       row.appendChild(td(f[0], "id"));
       const verdict = td(D.timeline.titles[f[1]] || f[1], "verdict");
@@ -276,11 +295,11 @@
       row.appendChild(pre([f[8]], "mid"));
       return row;
     }, { name: "verdict", column: 1, values: verdicts });
-    drawn.findings = { rows: result.rows, shown: result.shown() };
+    drawn.findings = { rows: result.rows, shown: result.shown(), ids: result.order().slice(0, 50).map((i) => D.findings[i][0]) };
   }
 
   function rules() {
-    const result = table("Rules: lines matched per rule", ["rule", "class", "severity", "pattern", "count"], D.rules, (r) => {
+    const result = table("Rules: lines matched per rule", ["rule", "class", "severity", "pattern", "count"], [0, 1, 2, 3, 4], D.rules, (r) => {
       const row = el("tr", {});
       row.appendChild(td(r[0]));
       row.appendChild(td(r[1]));
