@@ -287,9 +287,18 @@
       row.appendChild(pre(f[7], "wide"));
       const command = D.explain.replace("{id}", shellQuote(f[0]));
       const explain = el("td", { class: "mid" });
-      explain.appendChild(el("code", {}, command));
+      const code = explain.appendChild(el("code", {}, command));
       const copy = el("button", { type: "button", class: "copy" }, "copy");
-      copy.addEventListener("click", () => navigator.clipboard && navigator.clipboard.writeText(command));
+      copy.addEventListener("click", () => {
+        // Where the clipboard is refused (some browsers, for a file), the command is selected instead.
+        const copied = navigator.clipboard ? navigator.clipboard.writeText(command) : Promise.reject(new Error());
+        copied.catch(() => {
+          const range = document.createRange();
+          range.selectNodeContents(code);
+          getSelection().removeAllRanges();
+          getSelection().addRange(range);
+        });
+      });
       explain.appendChild(copy);
       row.appendChild(explain);
       row.appendChild(pre([f[8]], "mid"));
