@@ -66,7 +66,8 @@
     const offset = D.offset_minutes * 60;
     for (let t = Math.ceil((t0 + offset) / step) * step - offset; t <= t1; t += step) {
       svgEl("line", { x1: x(t), x2: x(t), y1: 0, y2: height + 4 }, g);
-      const label = svgEl("text", { x: x(t), y: height + 16, "text-anchor": "middle" }, g);
+      const anchor = x(t) > WIDTH - RIGHT - 40 ? "end" : "middle"; // the last label stays inside the chart
+      const label = svgEl("text", { x: x(t), y: height + 16, "text-anchor": anchor }, g);
       label.textContent = step >= 86400 ? clock(t).slice(0, 10) : clock(t).slice(5, 16);
     }
   }
@@ -185,6 +186,12 @@
       const points = values.map((n, i) => `${x((S.first_minute + i) * 60 + 30).toFixed(1)},${y(n).toFixed(1)}`);
       const line = svgEl("polyline", { points: points.join(" "), fill: "none", stroke: COLORS[c], "stroke-width": 1.5 }, svg);
       tip(line, `${S.titles[c]}: ${sums[c]} line(s)`);
+      if (values.length > 400) continue; // a dot a minute only where they can be told apart (and one minute shows)
+      values.forEach((n, i) => {
+        if (!n) return;
+        const t = (S.first_minute + i) * 60;
+        tip(svgEl("circle", { cx: x(t + 30), cy: y(n), r: 3, fill: COLORS[c] }, svg), `${clock(t).slice(0, 16)}: ${n} ${S.titles[c]}`);
+      });
     }
     document.body.appendChild(svg);
     drawn.series = { sums, spikes: S.spikes.length };
