@@ -4,7 +4,8 @@ Starts, all on loopback: SecantusDB (a MongoDB wire-protocol server), a
 simulated TradingAgents server writing the real log format with the real
 faults, and `monitor run` against both. Every few seconds the terminal shows
 what the sidecar counted and found beside what was injected. Ctrl-C stops
-everything, in order, leaving no process behind.
+everything, in order, leaving no process behind; on the way out, `monitor verify
+--report` writes the run's HTML incident report (the path is printed).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="print summaries as text lines (no live table)")
     parser.add_argument("--port", type=int, help="port of the sidecar's /metrics (default: 9464 if free)")
     parser.add_argument("--workers", type=int, default=6, help="concurrent analyses (default 6)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "logmonitor-demo-report.html",
+        help="where the run's HTML incident report is written (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="logmonitor-demo-") as workdir:
         return Demo(Path(workdir), args).run()
@@ -75,6 +82,10 @@ class Demo:
             print("\nstopping...", file=sys.stderr)
             return 0
         finally:
+            try:
+                self._write_report()
+            except KeyboardInterrupt:
+                print("no incident report: interrupted", file=sys.stderr)
             self._stop()
 
     def _start(self) -> None:
@@ -85,7 +96,7 @@ class Demo:
         for old, new in DEMO_TIMINGS.items():
             text = text.replace(old, new)
         config.write_text(text, encoding="utf-8")
-        env = {
+        env = self.env = {
             **os.environ,
             "TRADINGAGENTS_LOG_DIR": str(self.workdir / "logs"),
             "MONGODB_URL": self.mongo.url,
@@ -125,6 +136,28 @@ class Demo:
         time.sleep(12)
         caught = self._show(final=True)
         return 0 if caught else 1
+
+    def _write_report(self) -> None:
+        """The run's incident report, as an operator would make it: `monitor verify --report` over
+        the simulated server's logs (their rotated files too), against its MongoDB."""
+        if self.server is None:
+            return
+        self.server.stop(late_writes_land=False)
+        config, report = str(self.workdir / "config.yaml"), str(self.args.report.resolve())
+        done = subprocess.run(  # from the logs' directory: the page names the files, not the temp dir
+            [sys.executable, "-m", "monitor", "verify", "tradingagents.log*", "--config", config, "--report", report],
+            cwd=self.workdir / "logs",
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode in (0, 1) and self.args.report.exists():
+            print(f"incident report of this run: {self.args.report} (open it in a browser)")
+        else:
+            why = f"`monitor verify` exited {done.returncode}: {done.stderr[-500:]}"
+            print(f"no incident report: {why}", file=sys.stderr)
 
     def _stop(self) -> None:
         if self.server is not None:

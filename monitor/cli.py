@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes for one large plain file, cut at line ends (default: the CPUs this process may use)",
     )
+    _report_flag(scan)
     scan.set_defaults(command=cmd_scan)
 
     run = commands.add_parser("run", help="follow the logs, export metrics, checkpoint state (the sidecar)")
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--repair-plan", metavar="PLAN.json", help="also write which lost statuses to restore, to what, and why"
     )
+    _report_flag(verify)
     verify.set_defaults(command=cmd_verify)
 
     repair = commands.add_parser(
@@ -132,6 +134,15 @@ def _mongo_flags(parser: argparse.ArgumentParser) -> None:
         "--mongo-url", metavar="URL", help="MongoDB URI (default: mongodb.url, $MONGODB_URL, $MONGODB_URL_FILE)"
     )
     parser.add_argument("--mongo-db", metavar="NAME", help="database name (default: mongodb.database)")
+
+
+def _report_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report",
+        metavar="FILE.html",
+        type=Path,
+        help="also write a self-contained HTML report (timeline, per-minute counts, tables) to attach to a ticket",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -185,7 +196,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     loaded, matcher = load(args, event_rules=())  # counts only: events just for labelled rules
     paths, errors = expand_paths(args.files)  # a pattern matching nothing is an error, like a missing file
-    return scan_files(loaded, matcher, paths, errors, args.format, args.fail_on, args.metrics_out, args.jobs)
+    return scan_files(
+        loaded, matcher, paths, errors, args.format, args.fail_on, args.metrics_out, args.jobs, report=args.report
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,7 +223,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     files, missing = expand_paths(args.files)
     plan = Path(args.repair_plan) if args.repair_plan else None
     return verify_command(
-        loaded.config, matcher, files, args.mongo_url, args.mongo_db, args.format, plan, input_errors=missing
+        loaded.config,
+        matcher,
+        files,
+        args.mongo_url,
+        args.mongo_db,
+        args.format,
+        plan,
+        input_errors=missing,
+        report=args.report,
     )
 
 

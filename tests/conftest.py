@@ -130,3 +130,16 @@ def mongo(mongo_server, request):
     yield mongo_server.url, name, client[name]
     client.drop_database(name)
     client.close()
+
+
+# --- a real browser: headless Chromium, network off (tests/browser.py) --------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from tests.browser import Chromium, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no chromium on PATH: scripts/install-system-deps installs Debian's chromium package")
+    return Chromium(executable)

@@ -14,9 +14,11 @@ from tests.conftest import REPO
 from tests.sidecar_process import free_port, wait_for
 
 
-def test_demo_catches_every_injected_fault_and_cleans_up():
+def test_demo_catches_every_injected_fault_and_cleans_up(tmp_path):
+    report = tmp_path / "demo-report.html"
+    flags = ("--duration", "12", "--plain", "--port", str(free_port()), "--report", str(report))
     result = subprocess.run(
-        [sys.executable, "-m", "demo", "--duration", "12", "--plain", "--port", str(free_port())],
+        [sys.executable, "-m", "demo", *flags],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -30,6 +32,8 @@ def test_demo_catches_every_injected_fault_and_cleans_up():
     assert re.search(r"false alarms\s+0 / 0", final)
     pids = [int(p) for p in re.search(r"processes: sidecar (\d+), mongodb (\d+)", result.stderr).groups()]
     assert [p for p in pids if os.path.exists(f"/proc/{p}")] == []
+    assert f"incident report of this run: {report} (open it in a browser)" in result.stdout
+    assert report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 def _default_sigint() -> None:

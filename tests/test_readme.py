@@ -57,6 +57,7 @@ def test_readme_command(command, tmp_path, mongo):
         .replace("0.0.0.0:9464", f"127.0.0.1:{port}")
         # The repair walkthrough's commands share one plan, in the order the README gives them.
         .replace("plan.json", str(tmp_path.parent / "readme-plan.json"))
+        .replace("--report ", f"--report {tmp_path}{os.sep}")  # a report is written beside the test's files
     )
     if "plan.json" in command:
         # and one database: `repair` writes to the one configured, and refuses a plan made for another.
@@ -106,3 +107,5 @@ def test_readme_command(command, tmp_path, mongo):
         assert "tradingagents_log_lines_matched_in_files" in (textfiles / "tradingagents.prom").read_text()
     if " verify " in f" {mapped} ":
         assert "claim(s) in the logs" in result.stdout
+    if "--report " in command:
+        assert (tmp_path / command.split("--report ")[1].split()[0]).read_text().startswith("<!DOCTYPE html>")

@@ -16,7 +16,10 @@ from prometheus_client import CollectorRegistry
 from monitor.config import LoadedConfig, Rule
 from monitor.exits import EXIT_BAD_INPUT, EXIT_FOUND, EXIT_OK
 from monitor.export.metrics import LogMetrics
+from monitor.incident.collect import report_path_ok, write_report
+from monitor.incident.html_report import scan_page
 from monitor.incident.report import RuleCount, ScanSummary, print_rules, print_scan, write_textfile
+from monitor.incident.series import MinuteCounts
 from monitor.logs import say
 from monitor.scan.lines import FramerStats
 from monitor.scan.matcher import Matcher
@@ -43,11 +46,16 @@ def scan_files(
     fail_on: str | None = None,
     metrics_out: str | None = None,
     jobs: int | None = None,
+    report: Path | None = None,
 ) -> int:
     """The command: 0, 1 when a rule of the `fail_on` severity matched, 2 when an input failed.
 
-    `errors`: FILE arguments already known to be unreadable (a pattern matching nothing)."""
+    `errors`: FILE arguments already known to be unreadable (a pattern matching nothing);
+    `report`: also write the HTML report there (lines per minute are counted only then)."""
     config = loaded.config
+    if report is not None and not report_path_ok(report):
+        return EXIT_BAD_INPUT
+    minutes = MinuteCounts({rule.name: rule.severity.value for rule in config.rules})
     metrics = LogMetrics(config, CollectorRegistry())
     metrics.declare_stream(SCAN_STREAM)
     errors = list(errors)
@@ -59,8 +67,9 @@ def scan_files(
     with _Progress(paths) as advance:
         for path in paths:
             max_line, chunk = config.scan.max_line_bytes, config.scan.read_chunk_bytes
-            for result in scan_file(path, matcher, max_line, chunk, jobs, advance(path)):
+            for result in scan_file(path, matcher, max_line, chunk, jobs, advance(path), minutes=report is not None):
                 result.observe_into(metrics, SCAN_STREAM)
+                minutes.add(result.minutes)
                 errors += [result.error] if result.error else []
                 for name in ("lines", "bytes", "oversized_lines"):
                     setattr(read, name, getattr(read, name) + getattr(result.stats, name))
@@ -77,6 +86,10 @@ def scan_files(
         print_scan(summary)
     for error in errors:
         say(error)
+    if report is not None:
+        totals = {row.rule: row.count for row in summary.rules}
+        if not write_report(report, *scan_page(config, config.rules, totals, minutes.series(), summary)):
+            return EXIT_BAD_INPUT
     if errors:
         return EXIT_BAD_INPUT
     failing = FAIL_LEVELS.get(fail_on or "", set())

@@ -16,13 +16,14 @@ from rich.table import Table
 
 from monitor.config import Config, ConfigError
 from monitor.exits import EXIT_BAD_INPUT, EXIT_FOUND, EXIT_OK
+from monitor.incident.collect import ReportCollector, report_path_ok
 from monitor.logs import say
 from monitor.reconcile.claims import ClaimExtractor
 from monitor.reconcile.connect import build_reconciler
 from monitor.reconcile.findings import GRAVITY, Finding
 from monitor.reconcile.mongo_url import NO_URL, MongoQueryError, resolve_url
 from monitor.reconcile.reconciler import Reconciler
-from monitor.scan.matcher import Matcher, Scanner
+from monitor.scan.matcher import Matcher, Scanner, Tally
 from monitor.scan.readfiles import LogReadError, read_chunks
 
 VERIFY_BATCH = 1000  # claims per MongoDB query at least
@@ -37,6 +38,7 @@ def verify_command(
     output: str,
     repair_plan: Path | None = None,
     input_errors: Sequence[str] = (),
+    report: Path | None = None,
 ) -> int:
     """The command: the config made one-shot (every claim checked now, no grace, no re-checks,
     every finding kept for the report), then `verify`."""
@@ -48,6 +50,8 @@ def verify_command(
         has_url = True  # an unreadable URL file: build_reconciler says which and why
     if not has_url:  # said before anything else: verify has nothing to check without a database
         say(f"verify: {NO_URL}")
+        return EXIT_BAD_INPUT
+    if report is not None and not report_path_ok(report):
         return EXIT_BAD_INPUT
     reconcile = config.reconcile.model_copy(
         update={
@@ -63,7 +67,16 @@ def verify_command(
     config = config.model_copy(update={"reconcile": reconcile})
     reconciler = build_reconciler(config, mongo_url, mongo_db, checkpointed=False)
     try:
-        return verify(config, matcher, files, reconciler, output, repair_plan=repair_plan, input_errors=input_errors)
+        return verify(
+            config,
+            matcher,
+            files,
+            reconciler,
+            output,
+            repair_plan=repair_plan,
+            input_errors=input_errors,
+            report=report,
+        )
     finally:
         if reconciler is not None:
             reconciler.mongo.close()
@@ -78,8 +91,10 @@ def verify(
     out: TextIO = sys.stdout,
     repair_plan: Path | None = None,
     input_errors: Sequence[str] = (),
+    report: Path | None = None,
 ) -> int:
-    """`input_errors`: FILE arguments already known to be unreadable (a pattern matching nothing)."""
+    """`input_errors`: FILE arguments already known to be unreadable (a pattern matching nothing).
+    `report`: also write the HTML incident report there (what it needs is collected only then)."""
     if reconciler is None:
         raise ConfigError(
             f"mongodb: {NO_URL}"
@@ -107,20 +122,28 @@ def verify(
             reconciler.submit(piece)
         return True
 
+    extra = ReportCollector(config, matcher) if report is not None else None
+
+    def claims_of(tally: Tally, path: Path) -> list:
+        found = extractor.claims(tally.events, str(path))
+        if extra is not None:
+            extra.take(tally, found)
+        return found
+
     answering = True
     for path in files:
         if not answering:
             break
-        scanner = Scanner(matcher, config.scan.max_line_bytes)
+        scanner = Scanner(matcher, config.scan.max_line_bytes, minutes=extra is not None)
         try:
             for chunk in read_chunks(path, config.scan.read_chunk_bytes):
-                found = extractor.claims(scanner.feed(chunk).events, str(path))
+                found = claims_of(scanner.feed(chunk), path)
                 claims += len(found)
                 if not (answering := check(found)):
                     break
         except LogReadError as exc:
             errors.append(str(exc))
-        found = extractor.claims(scanner.flush().events, str(path))
+        found = claims_of(scanner.flush(), path)
         claims += len(found)
         answering = answering and check(found)
     reconciler.run_once()
@@ -138,14 +161,13 @@ def verify(
         return EXIT_BAD_INPUT
     findings = list(reconciler.findings)
     said = None
-    if findings and (config.reconcile.start_rules or repair_plan is not None):
+    planned = repair_plan is not None or report is not None
+    if findings and (config.reconcile.start_rules or planned):
         from monitor.incident.plan import what_the_logs_say
 
         # The flagged analyses' lines once more (memory: the flagged ones only): an analysis started
         # again after a claim has a new run; the old run's claims do not speak for its document.
-        said = what_the_logs_say(
-            config, matcher, files, {f.analysis_id for f in findings}, lines=repair_plan is not None
-        )
+        said = what_the_logs_say(config, matcher, files, {f.analysis_id for f in findings}, lines=planned)
         flagged = len(findings)
         findings = [f for f in (_last_run_only(f, said) for f in findings) if f is not None]
         if flagged > len(findings):  # said, so that a count smaller than the claims' is explained
@@ -156,19 +178,28 @@ def verify(
                 level=logging.INFO,
                 prefix="",
             )
-    if repair_plan is not None and errors:
+    plan, plan_note = None, ""
+    if planned and errors:
         # A plan resting on logs partly unread could propose a status an unread line contradicts.
-        say(f"no repair plan written ({repair_plan}): {len(errors)} input(s) failed; fix them and run verify again")
-    elif repair_plan is not None and not _write_repair_plan(
-        config, matcher, files, findings, reconciler, repair_plan, said
-    ):
-        errors.append(f"--repair-plan {repair_plan}: not written")
+        plan_note = f"{len(errors)} input(s) failed; fix them and run verify again"
+        if repair_plan is not None:
+            say(f"no repair plan written ({repair_plan}): {plan_note}")
+    elif planned:
+        plan, plan_note = _make_plan(config, matcher, files, findings, reconciler, said if findings else {})
+        if plan is None and repair_plan is not None:
+            say(f"no repair plan written ({repair_plan}): {plan_note}")
+        if repair_plan is not None and (plan is None or not _write_repair_plan(plan, repair_plan)):
+            errors.append(f"--repair-plan {repair_plan}: not written")
     checks = reconciler.stats_snapshot().checks
     confirmed = sum(n for (_, outcome), n in checks.items() if outcome == "confirmed")
     if output == "json":
         _print_json(findings, claims, confirmed, errors, out)
     else:
         _print_table(findings, claims, confirmed, out)
+    if extra is not None:
+        counts = (claims, confirmed)
+        if not extra.write(report, files, errors, counts, findings, plan, plan_note, said):
+            errors.append(f"--report {report}: not written")
     if errors:
         return EXIT_BAD_INPUT
     return EXIT_FOUND if findings else EXIT_OK
@@ -187,17 +218,16 @@ def _last_run_only(finding: Finding, said: dict) -> Finding | None:
     return replace(finding, claims=kept, outcome=gravest)
 
 
-def _write_repair_plan(
+def _make_plan(
     config: Config,
     matcher: Matcher,
     files: list[Path],
     findings: list[Finding],
     reconciler: Reconciler,
-    path: Path,
     said: dict | None = None,
-) -> bool:
-    """Write the plan (said); False, said, if it could not be made or written."""
-    from monitor.incident.plan import build_plan, write_plan
+) -> tuple[dict | None, str]:
+    """(the repair plan, "") or (None, why it could not be made)."""
+    from monitor.incident.plan import build_plan
     from monitor.reconcile.claims import is_object_id
     from monitor.reconcile.mongo import MongoUnavailableError
 
@@ -210,9 +240,14 @@ def _write_repair_plan(
         for start in range(0, len(ids), step):
             documents |= reconciler.mongo.find_statuses(ids[start : start + step])
     except (MongoUnavailableError, MongoQueryError) as exc:
-        say(f"no repair plan written ({path}): reading the flagged documents failed: {exc}")
-        return False
-    plan = build_plan(config, matcher, files, findings, reconciler.mongo.settings.database, documents, said)
+        return None, f"reading the flagged documents failed: {exc}"
+    return build_plan(config, matcher, files, findings, reconciler.mongo.settings.database, documents, said), ""
+
+
+def _write_repair_plan(plan: dict, path: Path) -> bool:
+    """Write the plan (said); False, said, if it could not be written."""
+    from monitor.incident.plan import write_plan
+
     try:
         write_plan(plan, path)
     except OSError as exc:

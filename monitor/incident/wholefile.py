@@ -10,7 +10,9 @@ send back plain totals, never lines:
 - each rule's count and newest time;
 - for rules read as events (labels), each distinct (rule, labels) with its count,
   in the order each first appeared. Replayed range by range in that order, the
-  metrics stage admits capped label values exactly as it would have line by line.
+  metrics stage admits capped label values exactly as it would have line by line;
+- with `minutes` (`scan --report`), each rule's lines per minute of their own time. A range's
+  first lines without a timestamp of their own (a traceback cut by the range) are `UNTIMED`.
 
 Compressed files, small files and `--jobs 1` are scanned in this process.
 """
@@ -43,6 +45,7 @@ class RangeResult:
     counts: dict[str, int] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     labelled: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = field(default_factory=dict)
+    minutes: dict[tuple[str, int], int] = field(default_factory=dict)  # only when scanned with minutes
     error: str | None = None
 
     def add(self, tally: Tally) -> None:
@@ -54,6 +57,8 @@ class RangeResult:
             entry = self.labelled.setdefault((event.rule, event.severity, event.labels), [0, 0.0])
             entry[0] += 1
             entry[1] = max(entry[1], event.time)
+        for key, lines in tally.minutes.items():
+            self.minutes[key] = self.minutes.get(key, 0) + lines
 
     def observe_into(self, metrics: LogMetrics, stream: str) -> None:
         metrics.observe(Tally(counts=self.counts, times=self.times))
@@ -75,25 +80,30 @@ def scan_file(
     jobs: int,
     progress: Progress,
     min_parallel_bytes: int = MIN_PARALLEL_BYTES,
+    minutes: bool = False,
 ) -> list[RangeResult]:
-    """The file's results, range by range in file order (one range when scanned serially)."""
+    """The file's results, range by range in file order (one range when scanned serially);
+    with `minutes`, also each rule's lines per minute."""
     try:
         size = path.stat().st_size
         parallel = jobs > 1 and size >= min_parallel_bytes and not is_gzip(path)
     except OSError:
         parallel = False  # read_chunks names the problem
     if not parallel:
-        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress)]
+        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress, minutes)]
     # Ranges of at least half the threshold each: a worker must have enough to do to pay its fork.
     ranges = _line_aligned_ranges(path, size, min(jobs, max(1, size // max(1, min_parallel_bytes // 2))))
     if len(ranges) == 1:  # one line longer than the file's other half, say
-        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress)]
+        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress, minutes)]
     global _WORKER_MATCHER
     _WORKER_MATCHER = matcher  # inherited by the forked workers: nothing to pickle or compile
     try:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
-            futures = [pool.submit(_scan_range, path, start, end, max_line_bytes, chunk_bytes) for start, end in ranges]
+            futures = [
+                pool.submit(_scan_range, path, start, end, max_line_bytes, chunk_bytes, minutes)
+                for start, end in ranges
+            ]
             results = [future.result() for future in futures]
     finally:
         _WORKER_MATCHER = None
@@ -105,10 +115,10 @@ _WORKER_MATCHER: Matcher | None = None
 
 
 def _scan_serial(
-    path: Path, matcher: Matcher, max_line_bytes: int, chunk_bytes: int, progress: Progress
+    path: Path, matcher: Matcher, max_line_bytes: int, chunk_bytes: int, progress: Progress, minutes: bool
 ) -> RangeResult:
     result = RangeResult()
-    scanner = Scanner(matcher, max_line_bytes)
+    scanner = Scanner(matcher, max_line_bytes, minutes)
     try:
         for chunk in read_chunks(path, chunk_bytes, progress):
             result.add(scanner.feed(chunk))
@@ -119,10 +129,12 @@ def _scan_serial(
     return result
 
 
-def _scan_range(path: Path, start: int, end: int, max_line_bytes: int, chunk_bytes: int) -> RangeResult:
+def _scan_range(
+    path: Path, start: int, end: int, max_line_bytes: int, chunk_bytes: int, minutes: bool = False
+) -> RangeResult:
     assert _WORKER_MATCHER is not None
     result = RangeResult()
-    scanner = Scanner(_WORKER_MATCHER, max_line_bytes)
+    scanner = Scanner(_WORKER_MATCHER, max_line_bytes, minutes)
     position = start
     try:
         with open(path, "rb", buffering=0) as file:

@@ -109,3 +109,33 @@ def test_cuts_fall_just_after_newlines(tmp_path):
     one_line = tmp_path / "one.log"
     one_line.write_bytes(b"x" * 10_000 + b"\n")
     assert _line_aligned_ranges(one_line, 10_001, 4) == [(0, 10_001)]
+
+
+def minutes_of(tmp_path, log, jobs: int) -> dict[tuple[str, int], int]:
+    config = load_text_config(tmp_path, CONFIG)
+    matcher = Matcher(config.rules, TimestampFormat(timezone="UTC"), clock=lambda: 5.0, event_rules=())
+    total: dict[tuple[str, int], int] = {}
+    for result in scan_file(log, matcher, 256, 4096, jobs, lambda n: None, 1, minutes=True):
+        for key, lines in result.minutes.items():
+            total[key] = total.get(key, 0) + lines
+    return total
+
+
+def test_lines_per_minute_are_the_same_on_every_core(tmp_path):
+    """`scan --report`: every line of this log has its own timestamp, so no cut can leave one untimed."""
+    log = tmp_path / "app.log"
+    write_log(log, 3000)
+    serial = minutes_of(tmp_path, log, jobs=1)
+    assert sum(n for (rule, _), n in serial.items() if rule == "timeout") == exposition_count(tmp_path, log, "timeout")
+    assert minutes_of(tmp_path, log, jobs=3) == serial
+
+
+def exposition_count(tmp_path, log, rule: str) -> int:
+    text = exposition(tmp_path, log, jobs=1)
+    return int(
+        float(
+            next(
+                line for line in text.splitlines() if line.startswith(f'tradingagents_log_events_total{{rule="{rule}"')
+            ).split()[-1]
+        )
+    )
