@@ -143,3 +143,31 @@ def chromium():
     if executable is None:
         pytest.skip("no chromium on PATH: scripts/install-system-deps installs Debian's chromium package")
     return Chromium(executable)
+
+
+def run_unprivileged(script: str, check: bool = True, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Python code (`-c script`, or `-m` with `args`) as user nobody (root reads and writes
+    everything): a real EACCES, not a mocked one. Skips where that cannot be done."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root to switch to an unprivileged user with setpriv")
+    unprivileged = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    python = [sys.executable, *(args or ("-c", script))]
+    result = subprocess.run([*unprivileged, *python], capture_output=True, text=True, cwd=REPO, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def shared_directory():
+    """A directory another user can reach (pytest's own are private to root)."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="shared-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

@@ -27,7 +27,7 @@ from monitor.follow import REAL as REAL_FS
 from monitor.follow import Data, End, FileSystem, Follower, FollowSettings, Identity, Position, StreamSpec
 from monitor.follow.identity import digest
 from monitor.scan.lines import LineFramer
-from tests.conftest import REPO
+from tests.conftest import REPO, run_unprivileged
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 needs_logrotate = pytest.mark.skipif(not os.path.exists(LOGROTATE), reason="logrotate not installed")
@@ -681,19 +681,6 @@ def test_a_hard_link_of_a_followed_file_is_no_rotation_and_changes_nothing_while
     follower.close()
 
 
-def run_unprivileged(script: str) -> subprocess.CompletedProcess:
-    """Python code as user nobody (root reads everything): real EACCES, not a mocked one."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root to switch to an unprivileged user with setpriv")
-    unprivileged = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    result = subprocess.run(
-        [*unprivileged, sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return result
-
-
 def test_permission_denied_is_counted_and_said_once(tmp_path):
     tmp_path.chmod(0o755)
     secret = tmp_path / "app.log"
@@ -711,15 +698,6 @@ def test_permission_denied_is_counted_and_said_once(tmp_path):
     result = run_unprivileged(script)
     assert json.loads(result.stdout) == {"read_errors": 1, "open": 0}
     assert result.stderr.count("Permission denied") == 1  # said once, though polled three times
-
-
-@pytest.fixture
-def shared_directory():
-    """A directory another user can reach (pytest's own are private to root)."""
-    directory = Path(tempfile.mkdtemp(prefix="follow-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_log_that_cannot_be_opened_at_restart_keeps_its_saved_position(shared_directory):
@@ -815,7 +793,6 @@ def test_a_file_truncated_twice_keeps_both_contents_known():
 
 
 def run_rotation_model(operations: list[tuple[str, int]], glob: bool) -> None:
-    import tempfile
 
     with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)
@@ -1007,7 +984,6 @@ def test_kill_9_at_any_step_and_renames_between_stat_and_open_count_every_line_o
     deleted or copytruncated only after a look that saved its position (the follow loop saves
     whenever a file closes), since lines read but not saved, in a file deleted while the sidecar
     is down, are gone with it."""
-    import tempfile
 
     with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)

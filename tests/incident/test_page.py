@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 
 from monitor.incident.page import Header, ReportPathError, check_writable, render, write_page
+from tests.conftest import log_line, run_unprivileged
 
 HOSTILE = "</script><img src=x onerror=\"document.title='pwned'\">"
 
@@ -92,14 +92,18 @@ def test_a_page_that_fetches_anything_is_caught(chromium, tmp_path):
     assert unguarded.requests == ["http://example.invalid/pixel.png"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_a_read_only_directory_is_refused(tmp_path):
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(ReportPathError, match="not writable; choose a writable path"):
-            check_writable(tmp_path / "x.html")
-    finally:
-        tmp_path.chmod(0o700)
+def test_a_report_into_a_directory_the_user_cannot_write_is_refused_before_reading(shared_directory):
+    """`monitor scan LOG --report DIR/x.html` run by a user who may not write DIR (nobody, and root
+    owns DIR): exit 2 with the reason, before the log is read; no traceback."""
+    log = shared_directory / "app.log"
+    log.write_text(log_line("分析完成状态已更新到数据库: 6b11d2752ae2b571f2f1ec4e") + "\n", encoding="utf-8")
+    log.chmod(0o644)
+    target = shared_directory / "x.html"
+    result = run_unprivileged("", check=False, args=("-m", "monitor", "scan", str(log), "--report", str(target)))
+    assert result.returncode == 2, result.stderr
+    assert f"--report {target}: not writable; choose a writable path" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists()
 
 
 def test_a_path_that_cannot_be_written_is_said_not_raised(tmp_path):
