@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,6 @@ def read_only(directory: Path) -> tuple[str, ...]:
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a read-only directory here: {probe.stderr.decode().strip()}")
     return command
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory nobody can reach (pytest's tmp_path is root's alone); removed afterwards."""
-    directory = Path(tempfile.mkdtemp(prefix="state-faults-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
 
 
 def open_files(pid: int) -> list[str]:
@@ -121,14 +111,14 @@ def test_a_state_directory_deleted_while_running_is_made_again_with_the_whole_st
 
 
 @pytest.mark.parametrize("fault", ["permission denied", "read-only file system"])
-def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(shared_dir, sidecars, fault):
+def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(shared_directory, sidecars, fault):
     """It was called corrupt ("unable to open database file ... remove it by hand"), and counting
     started again at 0 from the end of the log: the lines written while stopped were lost."""
-    state = shared_dir / "state"
-    log = shared_dir / "app.log"
+    state = shared_directory / "state"
+    log = shared_directory / "app.log"
     log.touch()
     prefix = as_nobody() if fault == "permission denied" else ()
-    first = sidecars(shared_dir, "--log", f"app={log}").start()
+    first = sidecars(shared_directory, "--log", f"app={log}").start()
     first.counts(log, TIMEOUT, RULE, 2)
     if fault == "permission denied":
         first.stop_cleanly()  # a clean stop: state.db alone, read as it is
@@ -138,7 +128,7 @@ def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(sha
     prefix = prefix or read_only(state)
     kept = {name: (state / name).read_bytes() for name in os.listdir(state) if (state / name).is_file()}
     append(log, TIMEOUT, 3)  # written while it was stopped
-    second = sidecars(shared_dir, "--log", f"app={log}", prefix=prefix).start()
+    second = sidecars(shared_directory, "--log", f"app={log}", prefix=prefix).start()
     wait_for(lambda: second.events(RULE) == 5, what=lambda: f"5 timeouts (2 restored)\n{second.stderr()}")
     assert second.value("logmonitor_lines_total", stream="app") == 5
     cause = f"permission denied for uid 65534 on {state}" if fault == "permission denied" else fault
@@ -155,23 +145,23 @@ def test_a_state_directory_not_writable_is_read_and_each_failed_save_counted(sha
     assert second.wait() == 1  # its last save failed
     assert "stopping without a last checkpoint" in second.stderr()
     assert {name: (state / name).read_bytes() for name in os.listdir(state) if (state / name).is_file()} == kept
-    third = sidecars(shared_dir, "--log", f"app={log}").start()  # writable again: back to the good checkpoint
+    third = sidecars(shared_directory, "--log", f"app={log}").start()  # writable again: back to the good checkpoint
     wait_for(lambda: third.events(RULE) == 5, what=lambda: f"5 timeouts\n{third.stderr()}")
     assert "corrupt" not in third.stderr() and "first start" not in third.stderr()
 
 
 @pytest.mark.parametrize("unreadable", ["state.db", "directory"])
-def test_a_checkpoint_that_cannot_be_read_stops_the_start_and_is_left_as_it_is(shared_dir, sidecars, unreadable):
-    state = shared_dir / "state"
-    log = shared_dir / "app.log"
+def test_a_checkpoint_that_cannot_be_read_stops_the_start_and_is_left_as_it_is(shared_directory, sidecars, unreadable):
+    state = shared_directory / "state"
+    log = shared_directory / "app.log"
     log.touch()
-    first = sidecars(shared_dir, "--log", f"app={log}").start()
+    first = sidecars(shared_directory, "--log", f"app={log}").start()
     first.counts(log, TIMEOUT, RULE, 2)
     first.stop_cleanly()
     saved = (state / "state.db").read_bytes()
     state.chmod(0o777)
     (state / "state.db" if unreadable == "state.db" else state).chmod(0o000)
-    second = sidecars(shared_dir, "--log", f"app={log}", prefix=as_nobody()).start(wait_ready=False)
+    second = sidecars(shared_directory, "--log", f"app={log}", prefix=as_nobody()).start(wait_ready=False)
     assert second.wait() == 2
     said = second.stderr()
     if unreadable == "state.db":
