@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -135,11 +136,15 @@ def _plan(path: Path, jobs: int, min_parallel_bytes: int) -> list[tuple[int, int
     if jobs < 2:
         return []
     try:
+        status = path.stat()
+        # Only regular files: peeking at a pipe's magic bytes (`scan <(...)`) would take them from the scan.
+        if not stat.S_ISREG(status.st_mode):
+            return []
         if is_gzip(path):
             return [WHOLE]
-        size = path.stat().st_size
     except OSError:
         return []  # read_chunks names the problem, in this process
+    size = status.st_size
     if size < min_parallel_bytes:
         return []
     # Ranges of at least half the threshold each: a worker must have enough to do to pay its fork.
