@@ -14,16 +14,22 @@ send back plain totals, never lines:
 - with `minutes` (`scan --report`), each rule's lines per minute of their own time. A range's
   first lines without a timestamp of their own (a traceback cut by the range) are `UNTIMED`.
 
-Compressed files, small files and `--jobs 1` are scanned in this process.
+Several files are scanned at once: a compressed file cannot be cut (a gzip stream
+is read from its start), so each one is scanned whole by one worker, on the same
+pool as the ranges of large plain files. Results are taken back in the order of the
+files, so the metrics see exactly what a serial scan gives them. Small plain files,
+a lone compressed file and `--jobs 1` are scanned in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,34 +90,107 @@ def scan_file(
 ) -> list[RangeResult]:
     """The file's results, range by range in file order (one range when scanned serially);
     with `minutes`, also each rule's lines per minute."""
-    try:
-        size = path.stat().st_size
-        parallel = jobs > 1 and size >= min_parallel_bytes and not is_gzip(path)
-    except OSError:
-        parallel = False  # read_chunks names the problem
-    if not parallel:
-        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress, minutes)]
-    # Ranges of at least half the threshold each: a worker must have enough to do to pay its fork.
-    ranges = _line_aligned_ranges(path, size, min(jobs, max(1, size // max(1, min_parallel_bytes // 2))))
-    if len(ranges) == 1:  # one line longer than the file's other half, say
-        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress, minutes)]
-    global _WORKER_MATCHER
-    _WORKER_MATCHER = matcher  # inherited by the forked workers: nothing to pickle or compile
-    try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
-            futures = [
-                pool.submit(_scan_range, path, start, end, max_line_bytes, chunk_bytes, minutes)
-                for start, end in ranges
-            ]
-            results = [future.result() for future in futures]
-    finally:
-        _WORKER_MATCHER = None
-    progress(size)
+    scans = scan_paths(
+        [path], matcher, max_line_bytes, chunk_bytes, jobs, lambda _: progress, min_parallel_bytes, minutes
+    )
+    ((_, results),) = scans  # run to its end, so the pool (if any) is shut down
     return results
 
 
+def scan_paths(
+    paths: Sequence[Path],
+    matcher: Matcher,
+    max_line_bytes: int,
+    chunk_bytes: int,
+    jobs: int,
+    progress_of: Callable[[Path], Progress],
+    min_parallel_bytes: int = MIN_PARALLEL_BYTES,
+    minutes: bool = False,
+) -> Iterator[tuple[Path, list[RangeResult]]]:
+    """Each file with its results (range by range in file order), in the order of `paths`, whatever
+    order the workers finish in. `progress_of(path)` is called once per file, in that order."""
+    plans = [_plan(path, jobs, min_parallel_bytes) for path in paths]
+    if sum(len(ranges) for ranges in plans) < 2:  # nothing to share: no pool at all
+        plans = [[] for _ in paths]
+    tasks = sum(len(ranges) for ranges in plans)
+    global _WORKER_MATCHER
+    _WORKER_MATCHER = matcher  # inherited by the forked workers: nothing to pickle or compile
+    try:
+        with _pool(min(jobs, tasks)) as pool:
+            submitted = [
+                [pool.submit(_scan_part, path, part, max_line_bytes, chunk_bytes, minutes) for part in ranges]
+                for path, ranges in zip(paths, plans, strict=True)
+            ]
+            for path, futures in zip(paths, submitted, strict=True):
+                yield path, _results_of(path, futures, matcher, max_line_bytes, chunk_bytes, progress_of, minutes)
+    finally:
+        _WORKER_MATCHER = None
+
+
+WHOLE = (0, -1)  # a part that is the whole (compressed) file, read from its start
+
+
+def _plan(path: Path, jobs: int, min_parallel_bytes: int) -> list[tuple[int, int]]:
+    """The parts of the file for workers: its line-aligned ranges, [WHOLE] for a compressed file,
+    [] to scan it in this process."""
+    if jobs < 2:
+        return []
+    try:
+        status = path.stat()
+        # Only regular files: peeking at a pipe's magic bytes (`scan <(...)`) would take them from the scan.
+        if not stat.S_ISREG(status.st_mode):
+            return []
+        if is_gzip(path):
+            return [WHOLE]
+    except OSError:
+        return []  # read_chunks names the problem, in this process
+    size = status.st_size
+    if size < min_parallel_bytes:
+        return []
+    # Ranges of at least half the threshold each: a worker must have enough to do to pay its fork.
+    ranges = _line_aligned_ranges(path, size, min(jobs, max(1, size // max(1, min_parallel_bytes // 2))))
+    return ranges if len(ranges) > 1 else []  # one line longer than the file's other half, say
+
+
+def _pool(workers: int) -> ProcessPoolExecutor | contextlib.nullcontext:
+    if workers < 1:
+        return contextlib.nullcontext()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _results_of(
+    path: Path,
+    futures: list[Future],
+    matcher: Matcher,
+    max_line_bytes: int,
+    chunk_bytes: int,
+    progress_of: Callable[[Path], Progress],
+    minutes: bool,
+) -> list[RangeResult]:
+    progress = progress_of(path)
+    if not futures:
+        return [_scan_serial(path, matcher, max_line_bytes, chunk_bytes, progress, minutes)]
+    results = [future.result() for future in futures]
+    progress(_size(path))
+    return results
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 _WORKER_MATCHER: Matcher | None = None
+
+
+def _scan_part(path: Path, part: tuple[int, int], max_line_bytes: int, chunk_bytes: int, minutes: bool) -> RangeResult:
+    """On a worker: a range of a plain file, or a whole compressed file."""
+    assert _WORKER_MATCHER is not None
+    if part == WHOLE:
+        return _scan_serial(path, _WORKER_MATCHER, max_line_bytes, chunk_bytes, lambda _: None, minutes)
+    return _scan_range(path, *part, max_line_bytes, chunk_bytes, minutes)
 
 
 def _scan_serial(
@@ -132,7 +211,6 @@ def _scan_serial(
 def _scan_range(
     path: Path, start: int, end: int, max_line_bytes: int, chunk_bytes: int, minutes: bool = False
 ) -> RangeResult:
-    assert _WORKER_MATCHER is not None
     result = RangeResult()
     scanner = Scanner(_WORKER_MATCHER, max_line_bytes, minutes)
     position = start

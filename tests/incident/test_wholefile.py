@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.config import TimestampFormat, load_config
 from monitor.export.metrics import LogMetrics
-from monitor.incident.wholefile import _line_aligned_ranges, scan_file
+from monitor.incident.wholefile import _line_aligned_ranges, scan_file, scan_paths
 from monitor.scan.matcher import Matcher
 
 CONFIG = """\
@@ -139,3 +139,63 @@ def exposition_count(tmp_path, log, rule: str) -> int:
             ).split()[-1]
         )
     )
+
+
+def scan_of(tmp_path, paths, jobs: int) -> tuple[str, list[str], list[dict[tuple[str, int], int]]]:
+    """What `monitor scan` makes of `paths`: the exposition, the errors, each file's lines per minute."""
+    config = load_text_config(tmp_path, CONFIG)
+    matcher = Matcher(config.rules, TimestampFormat(timezone="UTC"), clock=lambda: 5.0, event_rules=())
+    registry = CollectorRegistry()
+    metrics = LogMetrics(config, registry)
+    errors, minutes = [], []
+    seen = []
+    for path, results in scan_paths(paths, matcher, 256, 4096, jobs, lambda p: lambda n: None, 1, minutes=True):
+        seen.append(path)
+        per_minute: dict[tuple[str, int], int] = {}
+        for result in results:
+            result.observe_into(metrics, "scan")
+            errors += [result.error] if result.error else []
+            for key, lines in result.minutes.items():
+                per_minute[key] = per_minute.get(key, 0) + lines
+        minutes.append(per_minute)
+    assert seen == list(paths)
+    return generate_latest(registry).decode(), errors, minutes
+
+
+def write_rotated(tmp_path, count: int) -> list:
+    """`count` gzip files as logrotate leaves them, each with its own mix of label values."""
+    paths = []
+    for index in range(count):
+        path = tmp_path / f"app.log.{index + 2}.gz"
+        data = write_log(tmp_path / "plain.tmp", 700 + 150 * index, seed=10 + index)
+        path.write_bytes(gzip.compress(data))
+        paths.append(path)
+    (tmp_path / "plain.tmp").unlink()
+    return paths
+
+
+@pytest.mark.parametrize("jobs", [2, 3, 5])
+def test_several_gzip_files_on_workers_give_the_serial_exposition(tmp_path, jobs):
+    """One file a worker, taken back in file order: capped label values are admitted as serially."""
+    plain = tmp_path / "app.log"
+    write_log(plain, 2000, seed=7)
+    paths = [plain, *write_rotated(tmp_path, 5)]  # a large plain file cut in ranges among whole .gz files
+    serial = scan_of(tmp_path, paths, jobs=1)
+    assert 'logmonitor_label_overflows_total{rule="failed"} 0' not in serial[0]  # the cap is reached
+    assert serial[1] == []
+    assert scan_of(tmp_path, paths, jobs=jobs) == serial
+    assert scan_of(tmp_path, list(reversed(paths)), jobs=jobs) == scan_of(tmp_path, list(reversed(paths)), jobs=1)
+
+
+def test_a_corrupt_gzip_among_good_ones_is_named_and_the_others_counted(tmp_path):
+    paths = write_rotated(tmp_path, 4)
+    good = scan_of(tmp_path, paths[:1] + paths[2:], jobs=1)
+    packed = paths[1].read_bytes()
+    paths[1].write_bytes(packed[: len(packed) // 2])  # cut short, as by a full disk
+    serial = scan_of(tmp_path, paths, jobs=1)
+    assert serial[1] == [
+        f"{paths[1]}: compressed data is corrupt or cut short after 49152 bytes "
+        "(Compressed file ended before the end-of-stream marker was reached); the lines before that were counted"
+    ]
+    assert scan_of(tmp_path, paths, jobs=2) == serial
+    assert serial[2][0] == good[2][0] and serial[2][2:] == good[2][1:]  # the good files' minutes, whole

@@ -26,6 +26,32 @@ def test_cut_gzip_keeps_what_was_read_and_says_where(tmp_path):
     assert data.startswith(b"".join(got))
 
 
+def test_corrupt_deflate_data_is_named_with_what_was_read_before(tmp_path):
+    data = b"".join(b"line %d\n" % n for n in range(200_000))
+    packed = bytearray(gzip.compress(data))
+    middle = len(packed) // 2
+    packed[middle : middle + 64] = b"\xff" * 64  # no valid deflate block: the inflater stops there
+    path = tmp_path / "bad.log.gz"
+    path.write_bytes(bytes(packed))
+    got = []
+    with pytest.raises(LogReadError) as caught:
+        for chunk in read_chunks(path, 65536):
+            got.append(chunk)
+    assert len(b"".join(got)) == 28 * 65536  # whole chunks only, as before
+    assert str(caught.value) == (
+        f"{path}: compressed data is corrupt or cut short after {28 * 65536} bytes "
+        "(Error -1 Invalid deflate block found); the lines before that were counted"
+    )
+
+
+def test_gzip_members_one_after_another_are_read_whole(tmp_path):
+    """`cat a.gz b.gz > c.gz` is one valid gzip file: every member is read."""
+    first, second = b"a\n" * 50_000, "分析 行\n".encode() * 30_000
+    path = tmp_path / "joined.log.gz"
+    path.write_bytes(gzip.compress(first) + gzip.compress(second))
+    assert b"".join(read_chunks(path, 4096)) == first + second
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(LogReadError, match="no such file"):
         list(read_chunks(tmp_path / "absent.log", 1024))
