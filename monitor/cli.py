@@ -11,6 +11,7 @@ log and how commands report errors on stderr (`monitor.logs`).
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -181,8 +182,23 @@ def _log_flags(
 def load(args: argparse.Namespace, event_rules: Collection[str] | None = EVERY_RULE) -> tuple[LoadedConfig, Matcher]:
     """Load and compile the config named on the command line; ConfigError on any problem."""
     loaded = load_config(getattr(args, "file", None) or args.config or DEFAULT_CONFIG)
-    matcher = compile_matcher(loaded.config.rules, loaded.config.timestamp, loaded.where, event_rules=event_rules)
+    cache = rules_cache(args.command.__name__.removeprefix("cmd_"))
+    matcher = compile_matcher(
+        loaded.config.rules, loaded.config.timestamp, loaded.where, event_rules=event_rules, cache_dir=cache
+    )
     return loaded, matcher
+
+
+def rules_cache(command: str, environ: dict[str, str] | None = None) -> Path | None:
+    """Where a one-shot command keeps its compiled rules: compiling costs 0.1-0.2 s of every run
+    (a third of a `scan` of ten rotated logs), loading them 1 ms. The user's cache directory
+    ($XDG_CACHE_HOME, else ~/.cache), one folder a command (scan and verify compile the rules
+    differently); None, compiling each time, where there is no home. A cache that cannot be
+    written or read is compiled around, never an error (`monitor.scan.matcher._load_or_build`)."""
+    environ = os.environ if environ is None else environ
+    xdg, home = environ.get("XDG_CACHE_HOME", ""), environ.get("HOME", "")
+    base = xdg if os.path.isabs(xdg) else f"{home}/.cache" if os.path.isabs(home) else ""  # relative: ignored
+    return Path(base, "tradingagents-logmonitor", command) if base else None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

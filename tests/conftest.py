@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -16,6 +17,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 MONITOR = [sys.executable, "-m", "monitor"]
 # Every process a test starts runs the checkout under test, from whatever directory, even where the
 # interpreter has another checkout installed (editable): the sidecar's working directory is not REPO.
+# One-shot commands keep compiled rules in the user's cache: the tests' own, not the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="monitor-test-cache-")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 # One real line per class, in the server's file format.

@@ -380,3 +380,32 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert json.loads(out)["lines"] == 97 * 700  # ... and stdout stayed clean JSON
     piped = run_monitor("scan", str(big), "--format", "json")
     assert piped.stderr == ""  # no bar when stderr is not a terminal
+
+
+def test_scan_keeps_its_compiled_rules_in_the_users_cache_and_counts_the_same(tmp_path):
+    """Compiling the rules is a third of a `scan` of ten rotated logs: the second run loads them."""
+    cache = tmp_path / "cache"
+    first = run_monitor("scan", SAMPLE, "--format", "json", env={"XDG_CACHE_HOME": str(cache)})
+    assert first.returncode == 0, first.stderr
+    kept = sorted(p.name for p in (cache / "tradingagents-logmonitor" / "scan").iterdir())
+    assert len(kept) == 1 and kept[0].startswith("rules-") and kept[0].endswith(".hsdb"), kept
+    second = run_monitor("scan", SAMPLE, "--format", "json", env={"XDG_CACHE_HOME": str(cache)})
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert sorted(p.name for p in (cache / "tradingagents-logmonitor" / "scan").iterdir()) == kept
+    # A cache that cannot be made (a file where its folder would be) costs a compile, nothing else.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    third = run_monitor("scan", SAMPLE, "--format", "json", env={"XDG_CACHE_HOME": str(blocked)})
+    assert (third.returncode, third.stdout, third.stderr) == (0, first.stdout, first.stderr)
+
+
+def test_the_rules_cache_is_the_users_or_none():
+    from monitor.cli import rules_cache
+
+    assert rules_cache("scan", {"XDG_CACHE_HOME": "/c"}) == Path("/c/tradingagents-logmonitor/scan")
+    assert rules_cache("verify", {"HOME": "/home/ops"}) == Path("/home/ops/.cache/tradingagents-logmonitor/verify")
+    assert rules_cache("scan", {"XDG_CACHE_HOME": "relative", "HOME": "/h"}) == Path(
+        "/h/.cache/tradingagents-logmonitor/scan"
+    )
+    assert rules_cache("scan", {"XDG_CACHE_HOME": "relative"}) is None  # the spec: a relative one is ignored
+    assert rules_cache("scan", {}) is None
